@@ -1,0 +1,171 @@
+"""Schema of the workspace database, as forward migrations.
+
+Each entry of MIGRATIONS brings the database from version ``i`` to ``i + 1``; the
+version lives in ``PRAGMA user_version``. A database written by newer code than this
+is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATION_V1 = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,                 -- train | extract | eval
+    status TEXT NOT NULL,               -- queued | running | stopped | finished | failed
+    config TEXT NOT NULL DEFAULT '{}',  -- JSON
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    heartbeat_at REAL,
+    pid INTEGER,
+    host TEXT,
+    proc_start_time REAL,               -- psutil create_time of the engine process
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER,
+    epoch REAL,
+    progress REAL,                      -- 0..1
+    eta_s REAL,
+    device TEXT,
+    log_path TEXT,                      -- relative to the workspace
+    message TEXT,                       -- last error or stop reason
+    metrics_revision INTEGER NOT NULL DEFAULT 0  -- bumped when logged rows are replaced
+);
+
+CREATE TABLE metric_keys (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+
+-- Long table: one row per (run, key, step). The primary key makes "one key of one run,
+-- steps in a range" a range scan, and INSERT OR REPLACE keeps a step from appearing twice.
+CREATE TABLE metrics (
+    run_id INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    value REAL,
+    wall_time REAL NOT NULL,
+    PRIMARY KEY (run_id, key_id, step)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    t REAL NOT NULL,
+    kind TEXT NOT NULL,                 -- started | stopped | resumed | checkpoint | error | oom | ...
+    message TEXT NOT NULL,
+    data TEXT                           -- JSON or NULL
+);
+CREATE INDEX events_run ON events (run_id, id);
+
+CREATE TABLE control (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    action TEXT NOT NULL,               -- stop
+    created_at REAL NOT NULL,
+    handled_at REAL
+);
+CREATE INDEX control_pending ON control (run_id, handled_at);
+"""
+
+MIGRATION_V2 = """
+CREATE TABLE checkpoints (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    epoch REAL,
+    path TEXT NOT NULL,                 -- relative to the workspace
+    size_bytes INTEGER,
+    metrics TEXT,                       -- JSON: validation metrics at this step
+    created_at REAL NOT NULL,
+    reason TEXT                         -- periodic | stop | final | oom
+);
+CREATE INDEX checkpoints_run ON checkpoints (run_id, step);
+
+CREATE TABLE system_samples (
+    run_id INTEGER,                     -- NULL: sampled by a dashboard, not an engine
+    t REAL NOT NULL,
+    key TEXT NOT NULL,                  -- cpu_pct, ram_used, gpu0_util, gpu0_mem_used, ...
+    value REAL
+);
+CREATE INDEX system_samples_run ON system_samples (run_id, key, t);
+
+CREATE TABLE evaluations (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,            -- the eval run that produced it
+    source_run_id INTEGER,              -- the training run whose checkpoint was evaluated
+    checkpoint_id INTEGER,
+    dataset TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    n_tasks INTEGER NOT NULL,
+    n_test_inputs INTEGER NOT NULL,
+    score_pass1 REAL NOT NULL,          -- official rule: mean over tasks of solved fraction
+    score_pass2 REAL NOT NULL,
+    summary TEXT                        -- JSON: cell / shape / per-colour accuracy
+);
+
+CREATE TABLE predictions (
+    evaluation_id INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    test_index INTEGER NOT NULL,
+    test_input TEXT NOT NULL,           -- JSON grid
+    expected TEXT,                      -- JSON grid
+    attempt_1 TEXT NOT NULL,            -- JSON grid
+    attempt_2 TEXT,                     -- JSON grid
+    correct_1 INTEGER NOT NULL,
+    correct_2 INTEGER NOT NULL,
+    cell_acc_1 REAL,
+    cell_acc_2 REAL,
+    PRIMARY KEY (evaluation_id, task_id, test_index)
+) WITHOUT ROWID;
+
+CREATE TABLE task_scores (
+    evaluation_id INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    n_test_inputs INTEGER NOT NULL,
+    solved_pass1 INTEGER NOT NULL,
+    solved_pass2 INTEGER NOT NULL,
+    score REAL NOT NULL,                -- solved_pass2 / n_test_inputs
+    PRIMARY KEY (evaluation_id, task_id)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_V1, MIGRATION_V2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer SAGE TUI than this one."""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Apply the migrations from the database's version up to ``target``.
+
+    Returns the version reached. Each migration runs in its own transaction, so a
+    failure leaves the database at the last complete version.
+    """
+    current = schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"this workspace database has schema version {current}, but this SAGE TUI "
+            f"only knows versions up to {SCHEMA_VERSION}: upgrade sage-tui "
+            f"(pip install -U sage-tui) or open another workspace"
+        )
+    for version in range(current, target):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(current, target)

@@ -1,0 +1,463 @@
+"""The workspace database: typed reads and writes over one SQLite file.
+
+Writers (the engine, and the dashboard for control requests and new runs) use
+``Store``; readers (the dashboard's workers) use ``Store.open_readonly``. A connection
+belongs to the thread that opened it: open one per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+
+from db.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
+
+DB_FILENAME = "sage.db"
+BUSY_TIMEOUT_MS = 10_000
+
+# queued -> running -> stopped | finished | failed. "crashed" is never written: it is
+# what a reader concludes when a running run's process is gone or its heartbeat stale.
+RUN_STATUSES = ("queued", "running", "stopped", "finished", "failed")
+TERMINAL_STATUSES = ("stopped", "finished", "failed")
+HEARTBEAT_STALE_S = 30.0
+
+
+class WorkspaceError(RuntimeError):
+    """A problem with the workspace a user can fix; the message says how."""
+
+
+@dataclass
+class Run:
+    id: int
+    name: str
+    kind: str
+    status: str
+    config: dict
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    heartbeat_at: float | None = None
+    pid: int | None = None
+    host: str | None = None
+    proc_start_time: float | None = None
+    step: int = 0
+    total_steps: int | None = None
+    epoch: float | None = None
+    progress: float | None = None
+    eta_s: float | None = None
+    device: str | None = None
+    log_path: str | None = None
+    message: str | None = None
+    metrics_revision: int = 0
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Run":
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["config"] = json.loads(values["config"] or "{}")
+        return cls(**values)
+
+
+@dataclass
+class Event:
+    id: int
+    run_id: int
+    t: float
+    kind: str
+    message: str
+    data: dict | None
+
+
+@dataclass
+class Checkpoint:
+    id: int
+    run_id: int
+    step: int
+    epoch: float | None
+    path: str
+    size_bytes: int | None
+    metrics: dict
+    created_at: float
+    reason: str | None
+
+
+@dataclass
+class SeriesChunk:
+    """Rows of one metric key read after a cursor."""
+
+    steps: list[int]
+    values: list[float]
+    wall_times: list[float]
+    revision: int  # the run's metrics_revision these rows belong to
+
+    @property
+    def last_step(self) -> int | None:
+        return self.steps[-1] if self.steps else None
+
+
+def run_dir_relative(run_id: int) -> str:
+    """A run's folder (engine log, checkpoints), relative to the workspace."""
+    return f"runs/{run_id:04d}"
+
+
+def db_path(workspace: str | os.PathLike) -> Path:
+    return Path(workspace) / DB_FILENAME
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+class Store:
+    """One connection to a workspace database, with typed operations."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool):
+        self.conn = conn
+        self.path = path
+        self.readonly = readonly
+        self.db = sqlite_utils.Database(conn)
+        self._key_ids: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, workspace: str | os.PathLike) -> "Store":
+        """Open (creating and migrating if needed) the workspace database for writing."""
+        workspace = Path(workspace)
+        if workspace.exists() and not workspace.is_dir():
+            raise WorkspaceError(f"workspace {workspace} is a file, not a folder: pass a folder")
+        try:
+            workspace.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create workspace folder {workspace}: {exc.strerror}") from exc
+        path = db_path(workspace)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            _configure(conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            migrate(conn)
+        except SchemaTooNew as exc:
+            raise WorkspaceError(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            raise WorkspaceError(
+                f"{path} is not a readable SAGE TUI database ({exc}); "
+                f"move it aside or choose another workspace"
+            ) from exc
+        return cls(conn, path, readonly=False)
+
+    @classmethod
+    def open_readonly(cls, workspace: str | os.PathLike) -> "Store":
+        """A read-only connection, for dashboard workers. The database must exist."""
+        path = db_path(workspace)
+        if not path.exists():
+            raise WorkspaceError(f"no workspace database at {path}: start a run first")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        _configure(conn)
+        version = schema_version(conn)
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise WorkspaceError(
+                f"this workspace database has schema version {version}, newer than this "
+                f"SAGE TUI knows ({SCHEMA_VERSION}): upgrade sage-tui"
+            )
+        return cls(conn, path, readonly=True)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def workspace(self) -> Path:
+        return self.path.parent
+
+    def transaction(self):
+        """``with store.transaction():`` — one write transaction, committed on exit."""
+        return _Transaction(self.conn)
+
+    # ------------------------------------------------------------------- runs
+    def create_run(self, name: str, kind: str, config: dict, status: str = "queued") -> Run:
+        assert status in RUN_STATUSES, status
+        run_id = self.db["runs"].insert(
+            {"name": name, "kind": kind, "status": status, "config": json.dumps(config),
+             "created_at": time.time()}
+        ).last_pk
+        self.update_run(run_id, log_path=run_dir_relative(run_id) + "/engine.log")
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: int) -> Run:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise WorkspaceError(f"no run {run_id} in {self.path}: list runs with `sage-engine runs`")
+        return Run.from_row(row)
+
+    def list_runs(self) -> list[Run]:
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY id DESC").fetchall()
+        return [Run.from_row(r) for r in rows]
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        if "config" in values:
+            values["config"] = json.dumps(values["config"])
+        columns = ", ".join(f"{k} = ?" for k in values)
+        self.conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*values.values(), run_id))
+
+    def mark_running(self, run_id: int, pid: int, host: str, proc_start_time: float,
+                     device: str | None = None) -> None:
+        now = time.time()
+        self.update_run(run_id, status="running", pid=pid, host=host,
+                        proc_start_time=proc_start_time, started_at=now, heartbeat_at=now,
+                        ended_at=None, message=None, device=device)
+
+    def finish_run(self, run_id: int, status: str, message: str | None = None) -> None:
+        assert status in TERMINAL_STATUSES, status
+        self.update_run(run_id, status=status, ended_at=time.time(), message=message, eta_s=None)
+
+    def heartbeat(self, run_id: int, **progress: Any) -> None:
+        """Record that the engine is alive, with optional progress columns."""
+        self.update_run(run_id, heartbeat_at=time.time(), **progress)
+
+    def delete_run(self, run_id: int) -> None:
+        with self.transaction():
+            for table in ("metrics", "events", "control", "checkpoints", "system_samples"):
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            eval_ids = [r[0] for r in self.conn.execute(
+                "SELECT id FROM evaluations WHERE run_id = ?", (run_id,))]
+            for eval_id in eval_ids:
+                self.conn.execute("DELETE FROM predictions WHERE evaluation_id = ?", (eval_id,))
+                self.conn.execute("DELETE FROM task_scores WHERE evaluation_id = ?", (eval_id,))
+            self.conn.execute("DELETE FROM evaluations WHERE run_id = ?", (run_id,))
+            self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # ---------------------------------------------------------------- metrics
+    def key_id(self, name: str) -> int:
+        key_id = self._key_ids.get(name)
+        if key_id is None:
+            row = self.conn.execute("SELECT id FROM metric_keys WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                if self.readonly:
+                    raise KeyError(name)
+                self.conn.execute("INSERT OR IGNORE INTO metric_keys (name) VALUES (?)", (name,))
+                row = self.conn.execute("SELECT id FROM metric_keys WHERE name = ?", (name,)).fetchone()
+            key_id = self._key_ids[name] = row[0]
+        return key_id
+
+    def append_metrics(self, run_id: int, rows: Iterable[tuple[str, int, float, float]]) -> int:
+        """Write (key, step, value, wall_time) rows in one transaction; returns the count.
+
+        A row for a (key, step) that exists replaces it, so a step never appears twice.
+        """
+        encoded = [(run_id, self.key_id(key), step, value, wall) for key, step, value, wall in rows]
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO metrics (run_id, key_id, step, value, wall_time) "
+                "VALUES (?, ?, ?, ?, ?)", encoded)
+        return len(encoded)
+
+    def truncate_metrics_after(self, run_id: int, step: int) -> int:
+        """Delete rows logged after ``step`` (a resume point) and bump the run's revision,
+        so readers holding those rows know to read the series again."""
+        with self.transaction():
+            deleted = self.conn.execute(
+                "DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step)).rowcount
+            self.conn.execute(
+                "UPDATE runs SET metrics_revision = metrics_revision + 1, step = ? WHERE id = ?",
+                (step, run_id))
+        return deleted
+
+    def metric_names(self, run_id: int) -> list[str]:
+        # One key at a time: each probe is an index seek, where a DISTINCT would scan.
+        names = []
+        for key_id, name in self.conn.execute("SELECT id, name FROM metric_keys ORDER BY name"):
+            hit = self.conn.execute(
+                "SELECT 1 FROM metrics WHERE run_id = ? AND key_id = ? LIMIT 1", (run_id, key_id)
+            ).fetchone()
+            if hit:
+                names.append(name)
+        return names
+
+    def best_value(self, run_id: int, key: str, higher_is_better: bool = True) -> float | None:
+        """Best logged value of one key (an index range scan over that key alone)."""
+        try:
+            key_id = self.key_id(key)
+        except KeyError:
+            return None
+        aggregate = "MAX" if higher_is_better else "MIN"
+        row = self.conn.execute(
+            f"SELECT {aggregate}(value) FROM metrics WHERE run_id = ? AND key_id = ?",
+            (run_id, key_id)).fetchone()
+        return row[0]
+
+    def _revision(self, run_id: int) -> int:
+        row = self.conn.execute("SELECT metrics_revision FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row[0] if row else 0
+
+    def read_metrics_after(self, run_id: int, key: str, after_step: int | None = None,
+                           limit: int | None = None) -> SeriesChunk:
+        """Rows of one key with step > ``after_step`` (all rows when None), in step order."""
+        revision = self._revision(run_id)
+        try:
+            key_id = self.key_id(key)
+        except KeyError:
+            return SeriesChunk([], [], [], revision)
+        sql = ("SELECT step, value, wall_time FROM metrics WHERE run_id = ? AND key_id = ? "
+               "AND step > ? ORDER BY step")
+        params: list[Any] = [run_id, key_id, -1 if after_step is None else after_step]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self.conn.execute(sql, params).fetchall()
+        return SeriesChunk([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], revision)
+
+    def read_series_downsampled(self, run_id: int, key: str, points: int,
+                                step_min: int | None = None,
+                                step_max: int | None = None) -> SeriesChunk:
+        """At most about ``points`` rows of one key, bucketed by step in SQL.
+
+        Each bucket keeps its minimum and its maximum (so a spike survives), and the last
+        row of the range is always kept (so the live end of a curve does not jump).
+        """
+        revision = self._revision(run_id)
+        try:
+            key_id = self.key_id(key)
+        except KeyError:
+            return SeriesChunk([], [], [], revision)
+        lo, hi, count = self.conn.execute(
+            "SELECT MIN(step), MAX(step), COUNT(*) FROM metrics WHERE run_id = ? AND key_id = ? "
+            "AND step >= ? AND step <= ?",
+            (run_id, key_id, -1 if step_min is None else step_min,
+             2**62 if step_max is None else step_max)).fetchone()
+        if not count:
+            return SeriesChunk([], [], [], revision)
+        if count <= points:
+            rows = self.conn.execute(
+                "SELECT step, value, wall_time FROM metrics WHERE run_id = ? AND key_id = ? "
+                "AND step >= ? AND step <= ? ORDER BY step", (run_id, key_id, lo, hi)).fetchall()
+        else:
+            buckets = max(1, points // 2)  # two rows (min and max) per bucket
+            # SQLite returns the other columns of the row holding MIN()/MAX() ("bare columns").
+            rows = self.conn.execute(
+                """
+                SELECT step, MIN(value), wall_time FROM metrics
+                 WHERE run_id = :run AND key_id = :key AND step >= :lo AND step <= :hi
+                 GROUP BY (step - :lo) * :buckets / (:hi - :lo + 1)
+                UNION
+                SELECT step, MAX(value), wall_time FROM metrics
+                 WHERE run_id = :run AND key_id = :key AND step >= :lo AND step <= :hi
+                 GROUP BY (step - :lo) * :buckets / (:hi - :lo + 1)
+                UNION
+                SELECT step, value, wall_time FROM metrics
+                 WHERE run_id = :run AND key_id = :key AND step = :hi
+                ORDER BY 1
+                """,
+                {"run": run_id, "key": key_id, "lo": lo, "hi": hi, "buckets": buckets}).fetchall()
+        return SeriesChunk([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], revision)
+
+    # ----------------------------------------------------------------- events
+    def add_event(self, run_id: int, kind: str, message: str, data: dict | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO events (run_id, t, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+            (run_id, time.time(), kind, message, json.dumps(data) if data is not None else None))
+
+    def events(self, run_id: int | None = None, after_id: int = 0, limit: int = 500) -> list[Event]:
+        where, params = "id > ?", [after_id]
+        if run_id is not None:
+            where += " AND run_id = ?"
+            params.append(run_id)
+        rows = self.conn.execute(
+            f"SELECT * FROM events WHERE {where} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+        return [Event(r["id"], r["run_id"], r["t"], r["kind"], r["message"],
+                      json.loads(r["data"]) if r["data"] else None) for r in rows]
+
+    # -------------------------------------------------------- control requests
+    def request_stop(self, run_id: int) -> None:
+        self.conn.execute("INSERT INTO control (run_id, action, created_at) VALUES (?, 'stop', ?)",
+                          (run_id, time.time()))
+
+    def pending_control(self, run_id: int) -> list[str]:
+        """Unhandled control actions for a run, marked handled as they are read."""
+        with self.transaction():
+            rows = self.conn.execute(
+                "SELECT id, action FROM control WHERE run_id = ? AND handled_at IS NULL ORDER BY id",
+                (run_id,)).fetchall()
+            if rows:
+                self.conn.execute(
+                    "UPDATE control SET handled_at = ? WHERE run_id = ? AND handled_at IS NULL",
+                    (time.time(), run_id))
+        return [r["action"] for r in rows]
+
+    # ------------------------------------------------------------ checkpoints
+    def add_checkpoint(self, run_id: int, step: int, epoch: float | None, path: str,
+                       size_bytes: int, metrics: dict, reason: str) -> int:
+        return self.db["checkpoints"].insert(
+            {"run_id": run_id, "step": step, "epoch": epoch, "path": path,
+             "size_bytes": size_bytes, "metrics": json.dumps(metrics),
+             "created_at": time.time(), "reason": reason}).last_pk
+
+    def checkpoints(self, run_id: int) -> list[Checkpoint]:
+        rows = self.conn.execute(
+            "SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
+        return [Checkpoint(r["id"], r["run_id"], r["step"], r["epoch"], r["path"], r["size_bytes"],
+                           json.loads(r["metrics"] or "{}"), r["created_at"], r["reason"])
+                for r in rows]
+
+    def get_checkpoint(self, checkpoint_id: int) -> Checkpoint:
+        row = self.conn.execute("SELECT run_id FROM checkpoints WHERE id = ?",
+                                (checkpoint_id,)).fetchone()
+        if row is None:
+            raise WorkspaceError(f"no checkpoint {checkpoint_id} in {self.path}")
+        return next(c for c in self.checkpoints(row[0]) if c.id == checkpoint_id)
+
+    def delete_checkpoint(self, checkpoint_id: int) -> None:
+        self.conn.execute("DELETE FROM checkpoints WHERE id = ?", (checkpoint_id,))
+
+    # --------------------------------------------------------- system samples
+    def add_system_samples(self, run_id: int | None, samples: dict[str, float],
+                           t: float | None = None) -> None:
+        t = time.time() if t is None else t
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO system_samples (run_id, t, key, value) VALUES (?, ?, ?, ?)",
+                [(run_id, t, k, v) for k, v in samples.items()])
+
+    def system_series(self, run_id: int, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return [(r[0], r[1]) for r in self.conn.execute(
+            "SELECT t, value FROM system_samples WHERE run_id = ? AND key = ? AND t > ? ORDER BY t",
+            (run_id, key, since))]
+
+    def latest_system_samples(self, run_id: int) -> dict[str, float]:
+        row = self.conn.execute("SELECT MAX(t) FROM system_samples WHERE run_id = ?",
+                                (run_id,)).fetchone()
+        if row[0] is None:
+            return {}
+        return {r[0]: r[1] for r in self.conn.execute(
+            "SELECT key, value FROM system_samples WHERE run_id = ? AND t = ?", (run_id, row[0]))}
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.outer = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.outer = not self.conn.in_transaction
+        if self.outer:
+            self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.outer:
+            return
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
