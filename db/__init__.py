@@ -2,12 +2,12 @@
 
 from db.schema import SCHEMA_VERSION, SchemaTooNew
 from db.store import (
-    DB_FILENAME, HEARTBEAT_STALE_S, RUN_STATUSES, TERMINAL_STATUSES, Checkpoint, Event, Run,
-    SeriesChunk, Store, WorkspaceError, db_path, run_dir_relative,
+    DB_FILENAME, HEARTBEAT_STALE_S, RUN_STATUSES, TERMINAL_STATUSES, Checkpoint, Evaluation, Event, Prediction, Run,
+    SeriesChunk, Store, TaskScore, WorkspaceError, db_path, run_dir_relative,
 )
 
 __all__ = [
     "SCHEMA_VERSION", "SchemaTooNew", "DB_FILENAME", "HEARTBEAT_STALE_S", "RUN_STATUSES",
-    "TERMINAL_STATUSES", "Checkpoint", "Event", "Run", "SeriesChunk", "Store", "WorkspaceError",
+    "TERMINAL_STATUSES", "Checkpoint", "Evaluation", "Event", "Prediction", "Run", "TaskScore", "SeriesChunk", "Store", "WorkspaceError",
     "db_path", "run_dir_relative",
 ]

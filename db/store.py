@@ -88,6 +88,47 @@ class Checkpoint:
 
 
 @dataclass
+class Evaluation:
+    id: int
+    run_id: int
+    source_run_id: int | None
+    checkpoint_id: int | None
+    dataset: str
+    created_at: float
+    n_tasks: int
+    n_test_inputs: int
+    score_pass1: float
+    score_pass2: float
+    summary: dict
+
+
+@dataclass
+class Prediction:
+    """One test input of one task: expected grid, up to two attempts, correctness."""
+    evaluation_id: int
+    task_id: str
+    test_index: int
+    test_input: list[list[int]]
+    expected: list[list[int]] | None
+    attempt_1: list[list[int]]
+    attempt_2: list[list[int]] | None
+    correct_1: bool
+    correct_2: bool
+    cell_acc_1: float | None
+    cell_acc_2: float | None
+
+
+@dataclass
+class TaskScore:
+    evaluation_id: int
+    task_id: str
+    n_test_inputs: int
+    solved_pass1: int
+    solved_pass2: int
+    score: float   # official rule: solved (by either attempt) / test inputs
+
+
+@dataclass
 class SeriesChunk:
     """Rows of one metric key read after a cursor."""
 
@@ -422,6 +463,77 @@ class Store:
 
     def delete_checkpoint(self, checkpoint_id: int) -> None:
         self.conn.execute("DELETE FROM checkpoints WHERE id = ?", (checkpoint_id,))
+
+    # ------------------------------------------------------------ evaluations
+    def add_evaluation(self, run_id: int, source_run_id: int | None, checkpoint_id: int | None,
+                       dataset: str, predictions: list[Prediction], task_scores: list[TaskScore],
+                       summary: dict) -> int:
+        """Store one evaluation, its predictions and per-task scores in one transaction.
+        The overall scores are the mean of task scores (the ARC Prize rule)."""
+        n_tasks = len(task_scores)
+        pass1 = sum(t.solved_pass1 / t.n_test_inputs for t in task_scores) / n_tasks if n_tasks else 0.0
+        pass2 = sum(t.score for t in task_scores) / n_tasks if n_tasks else 0.0
+        with self.transaction():
+            cursor = self.conn.execute(
+                "INSERT INTO evaluations (run_id, source_run_id, checkpoint_id, dataset, created_at, "
+                "n_tasks, n_test_inputs, score_pass1, score_pass2, summary) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, source_run_id, checkpoint_id, dataset, time.time(), n_tasks,
+                 len(predictions), pass1, pass2, json.dumps(summary)))
+            evaluation_id = cursor.lastrowid
+            self.conn.executemany(
+                "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(evaluation_id, p.task_id, p.test_index, json.dumps(p.test_input),
+                  json.dumps(p.expected) if p.expected is not None else None,
+                  json.dumps(p.attempt_1),
+                  json.dumps(p.attempt_2) if p.attempt_2 is not None else None,
+                  int(p.correct_1), int(p.correct_2), p.cell_acc_1, p.cell_acc_2)
+                 for p in predictions])
+            self.conn.executemany(
+                "INSERT INTO task_scores VALUES (?,?,?,?,?,?)",
+                [(evaluation_id, t.task_id, t.n_test_inputs, t.solved_pass1, t.solved_pass2, t.score)
+                 for t in task_scores])
+        return evaluation_id
+
+    def evaluations(self, run_id: int | None = None, source_run_id: int | None = None) -> list[Evaluation]:
+        where, params = [], []
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
+        if source_run_id is not None:
+            where.append("source_run_id = ?")
+            params.append(source_run_id)
+        sql = "SELECT * FROM evaluations" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self.conn.execute(sql + " ORDER BY id", params).fetchall()
+        return [Evaluation(r["id"], r["run_id"], r["source_run_id"], r["checkpoint_id"], r["dataset"],
+                           r["created_at"], r["n_tasks"], r["n_test_inputs"], r["score_pass1"],
+                           r["score_pass2"], json.loads(r["summary"] or "{}")) for r in rows]
+
+    def get_evaluation(self, evaluation_id: int) -> Evaluation:
+        row = self.conn.execute("SELECT run_id FROM evaluations WHERE id = ?", (evaluation_id,)).fetchone()
+        if row is None:
+            raise WorkspaceError(f"no evaluation {evaluation_id} in {self.path}: "
+                                 f"list them with `sage-engine runs`")
+        return next(e for e in self.evaluations(run_id=row[0]) if e.id == evaluation_id)
+
+    def predictions(self, evaluation_id: int, task_id: str | None = None) -> list[Prediction]:
+        sql, params = "SELECT * FROM predictions WHERE evaluation_id = ?", [evaluation_id]
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
+        rows = self.conn.execute(sql + " ORDER BY task_id, test_index", params).fetchall()
+
+        def grid(text):
+            return json.loads(text) if text is not None else None
+
+        return [Prediction(r["evaluation_id"], r["task_id"], r["test_index"], grid(r["test_input"]),
+                           grid(r["expected"]), grid(r["attempt_1"]), grid(r["attempt_2"]),
+                           bool(r["correct_1"]), bool(r["correct_2"]), r["cell_acc_1"], r["cell_acc_2"])
+                for r in rows]
+
+    def task_scores(self, evaluation_id: int) -> list[TaskScore]:
+        rows = self.conn.execute(
+            "SELECT * FROM task_scores WHERE evaluation_id = ? ORDER BY task_id", (evaluation_id,))
+        return [TaskScore(*tuple(r)) for r in rows]
 
     # --------------------------------------------------------- system samples
     def add_system_samples(self, run_id: int | None, samples: dict[str, float],

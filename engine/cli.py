@@ -1,0 +1,296 @@
+"""`sage-engine`: the command line of the engine.
+
+Every command that computes runs as a run in the workspace database, so the dashboard
+sees it like any other. Heavy modules (torch) are imported only by the commands that
+need them: `runs`, `stop` and `check` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+from db.processes import effective_status, launch_engine, signal_engine
+from db.store import Store, WorkspaceError
+from db.workspace import resolve_workspace
+from engine.config import ConfigError, TrainConfig, load_config_file, parse_overrides
+from engine.errors import UserError
+
+
+class UsageError(UserError):
+    """A mistake on the command line; printed without a traceback, exit code 2."""
+
+
+def _workspace_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", "-w", default=None,
+                        help="workspace folder (default: $SAGE_WORKSPACE, the config file, "
+                             "or ~/sage-workspace)")
+
+
+def _detach_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach", action="store_true",
+                        help="run in the background, detached from this terminal "
+                             "(output goes to the run's engine.log)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sage-engine", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a student (creates a new run)")
+    _workspace_arg(train)
+    train.add_argument("--name", default=None, help="run name (default: train-<id>)")
+    train.add_argument("--config", default=None, help="JSON file of settings")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting, e.g. --set lr=1e-3 (repeatable)")
+    _detach_arg(train)
+
+    start = commands.add_parser("start", help="execute a queued run (used by the dashboard)")
+    _workspace_arg(start)
+    start.add_argument("run_id", type=int)
+
+    resume = commands.add_parser("resume", help="continue a stopped, failed or crashed run")
+    _workspace_arg(resume)
+    resume.add_argument("run_id", type=int)
+    resume.add_argument("--checkpoint", type=int, default=None,
+                        help="checkpoint id to resume from (default: the latest)")
+    _detach_arg(resume)
+
+    stop = commands.add_parser("stop", help="ask a run to stop after its current step")
+    _workspace_arg(stop)
+    stop.add_argument("run_id", type=int)
+
+    runs = commands.add_parser("runs", help="list runs")
+    _workspace_arg(runs)
+    runs.add_argument("--json", action="store_true", help="print JSON")
+
+    check = commands.add_parser("check", help="validate training settings without running")
+    check.add_argument("--config-json", default="{}", help="settings as a JSON object")
+
+    from engine import extract  # torch-free at import time
+    extract_parser = commands.add_parser("extract", help="extract teacher features into a store")
+    _workspace_arg(extract_parser)
+    extract_parser.add_argument("--name", default=None, help="run name")
+    extract.add_arguments(extract_parser)
+    _detach_arg(extract_parser)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint (creates an eval run)")
+    _workspace_arg(evaluate)
+    evaluate.add_argument("--checkpoint", type=int, required=True, help="checkpoint id")
+    evaluate.add_argument("--dataset", default=None,
+                          help="dataset to evaluate on (default: arc1/eval)")
+    evaluate.add_argument("--max-tasks", type=int, default=None)
+    evaluate.add_argument("--tta-votes", type=int, default=None,
+                          help="augmentations to vote over (default: the run's setting)")
+    _detach_arg(evaluate)
+
+    export = commands.add_parser("export", help="export an evaluation or a run's metrics")
+    _workspace_arg(export)
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--evaluation", type=int, help="evaluation id")
+    target.add_argument("--run", type=int, help="run id (exports its metrics)")
+    export.add_argument("--format", choices=("submission", "csv", "json"), default=None,
+                        help="submission (ARC Prize JSON) or csv for evaluations; csv or json for metrics")
+    export.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    return parser
+
+
+def _run_detached_or_here(args: argparse.Namespace, store: Store, run_id: int,
+                          engine_args: list[str], job_factory) -> int:
+    run = store.get_run(run_id)
+    if getattr(args, "detach", False):
+        proc = launch_engine(store.workspace, store.workspace / run.log_path, *engine_args)
+        print(f"run {run_id} started in the background (pid {proc.pid}); "
+              f"log: {store.workspace / run.log_path}")
+        return 0
+    from engine.runner import run_job
+
+    store.close()
+    return run_job(args.workspace_path, run_id, job_factory())
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    values = load_config_file(args.config) if args.config else {}
+    values.update(parse_overrides(args.set))
+    return TrainConfig.from_dict(values)
+
+
+def cmd_train(args: argparse.Namespace, store: Store) -> int:
+    config = _train_config(args)
+    run = store.create_run(args.name or "train", "train", config.to_dict())
+    if not args.name:
+        store.update_run(run.id, name=f"train-{run.id}")
+    print(f"created run {run.id}", file=sys.stderr)
+    from engine import train  # noqa: F401  (fail early if torch is missing)
+    return _run_detached_or_here(args, store, run.id, ["start", str(run.id)],
+                                 lambda: train.train_job)
+
+
+def _job_for(kind: str, resume_checkpoint: int | None = None, resume: bool = False):
+    if kind == "train":
+        from engine.train import train_job
+        return partial(train_job, resume=resume, checkpoint_id=resume_checkpoint)
+    if kind == "extract":
+        from engine.extract import extract_job
+        return extract_job
+    if kind == "eval":
+        from engine.evaluate import eval_job
+        return eval_job
+    raise UsageError(f"unknown run kind {kind!r}")
+
+
+def cmd_start(args: argparse.Namespace, store: Store) -> int:
+    run = store.get_run(args.run_id)
+    if run.status != "queued":
+        raise UsageError(f"run {run.id} is {run.status}, not queued: use `sage-engine resume {run.id}`")
+    from engine.runner import run_job
+
+    store.close()
+    return run_job(args.workspace_path, run.id, _job_for(run.kind))
+
+
+def cmd_resume(args: argparse.Namespace, store: Store) -> int:
+    run = store.get_run(args.run_id)
+    status = effective_status(run)
+    if status in ("running", "queued"):
+        raise UsageError(f"run {run.id} is {status}; stop it first (`sage-engine stop {run.id}`)")
+    if status == "finished" and run.kind != "train":
+        raise UsageError(f"run {run.id} finished; there is nothing to resume")
+    if run.kind == "train" and not store.checkpoints(run.id) and args.checkpoint is None:
+        # Nothing saved yet: resuming means starting over, which is still what the user wants.
+        pass
+    if args.checkpoint is not None:
+        checkpoint = store.get_checkpoint(args.checkpoint)
+        if checkpoint.run_id != run.id:
+            raise UsageError(f"checkpoint {args.checkpoint} belongs to run {checkpoint.run_id}, not {run.id}")
+    engine_args = ["resume", str(run.id)]
+    if args.checkpoint is not None:
+        engine_args += ["--checkpoint", str(args.checkpoint)]
+    if args.detach:
+        return _run_detached_or_here(args, store, run.id, engine_args, None)
+    from engine.runner import run_job
+
+    store.close()
+    return run_job(args.workspace_path, run.id,
+                   _job_for(run.kind, resume_checkpoint=args.checkpoint, resume=True), resumed=True)
+
+
+def cmd_stop(args: argparse.Namespace, store: Store) -> int:
+    run = store.get_run(args.run_id)
+    status = effective_status(run)
+    if status != "running":
+        raise UsageError(f"run {run.id} is {status}, not running")
+    store.request_stop(run.id)
+    signalled = signal_engine(run)
+    print(f"stop requested for run {run.id}" + (" (engine signalled)" if signalled else
+          " (engine on another host or not verifiable: it will read the request)"))
+    return 0
+
+
+def run_summary(run, status: str) -> dict:
+    return {"id": run.id, "name": run.name, "kind": run.kind, "status": status,
+            "step": run.step, "total_steps": run.total_steps, "epoch": run.epoch,
+            "progress": run.progress, "eta_s": run.eta_s, "device": run.device,
+            "pid": run.pid, "host": run.host, "created_at": run.created_at,
+            "started_at": run.started_at, "ended_at": run.ended_at,
+            "heartbeat_at": run.heartbeat_at, "message": run.message,
+            "log_path": run.log_path, "config": run.config}
+
+
+def cmd_runs(args: argparse.Namespace, store: Store) -> int:
+    runs = [(run, effective_status(run)) for run in store.list_runs()]
+    if args.json:
+        print(json.dumps([run_summary(run, status) for run, status in runs], indent=2))
+        return 0
+    if not runs:
+        print(f"no runs in {store.workspace}")
+        return 0
+    print(f"{'id':>4}  {'name':<20} {'kind':<8} {'status':<9} {'step':>8}  progress")
+    for run, status in runs:
+        progress = f"{run.progress * 100:5.1f}%" if run.progress is not None else "   -"
+        print(f"{run.id:>4}  {run.name[:20]:<20} {run.kind:<8} {status:<9} {run.step:>8}  {progress}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Print {"ok": true} or {"ok": false, "field": ..., "message": ...}; exit 0 / 1."""
+    try:
+        values = json.loads(args.config_json)
+        TrainConfig.from_dict(values)
+    except json.JSONDecodeError as exc:
+        print(json.dumps({"ok": False, "field": "config", "message": f"not JSON: {exc.msg}"}))
+        return 1
+    except ConfigError as exc:
+        print(json.dumps({"ok": False, "field": exc.field, "message": exc.message}))
+        return 1
+    print(json.dumps({"ok": True}))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace, store: Store) -> int:
+    from engine import extract
+
+    config = extract.config_from_args(args)
+    run = store.create_run(args.name or "extract", "extract", config)
+    if not args.name:
+        store.update_run(run.id, name=f"extract-{run.id}")
+    print(f"created run {run.id}", file=sys.stderr)
+    return _run_detached_or_here(args, store, run.id, ["start", str(run.id)],
+                                 lambda: _job_for("extract"))
+
+
+def cmd_eval(args: argparse.Namespace, store: Store) -> int:
+    checkpoint = store.get_checkpoint(args.checkpoint)
+    source = store.get_run(checkpoint.run_id)
+    config = {"checkpoint_id": checkpoint.id, "source_run_id": source.id,
+              "dataset": args.dataset or "arc1/eval", "max_tasks": args.max_tasks,
+              "tta_votes": args.tta_votes if args.tta_votes is not None
+              else source.config.get("tta_votes", 0),
+              "device": source.config.get("device", "auto")}
+    run = store.create_run(f"eval-{source.name}-step{checkpoint.step}", "eval", config)
+    print(f"created run {run.id}", file=sys.stderr)
+    return _run_detached_or_here(args, store, run.id, ["start", str(run.id)],
+                                 lambda: _job_for("eval"))
+
+
+def cmd_export(args: argparse.Namespace, store: Store) -> int:
+    from engine import export
+
+    if args.evaluation is not None:
+        text = export.export_evaluation(store, args.evaluation, args.format or "submission")
+    else:
+        text = export.export_metrics(store, args.run, args.format or "csv")
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "start": cmd_start, "resume": cmd_resume, "stop": cmd_stop,
+            "runs": cmd_runs, "extract": cmd_extract, "eval": cmd_eval, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return cmd_check(args)
+    # User-facing errors print one line and a non-zero exit code; nothing else is caught,
+    # so a real bug still shows its traceback.
+    try:
+        args.workspace_path = resolve_workspace(args.workspace)
+        with Store.open(args.workspace_path) as store:
+            return COMMANDS[args.command](args, store)
+    except (UserError, WorkspaceError) as exc:
+        print(f"sage-engine: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

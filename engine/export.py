@@ -1,0 +1,56 @@
+"""Exports: an evaluation as an ARC Prize submission or CSV; a run's metrics as CSV/JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from db.store import Store
+from engine.errors import UserError
+
+
+def export_evaluation(store: Store, evaluation_id: int, fmt: str) -> str:
+    store.get_evaluation(evaluation_id)  # a clear error for an unknown id
+    predictions = store.predictions(evaluation_id)
+    if fmt == "submission":
+        # {task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}, test inputs in order;
+        # a missing second attempt repeats the first, as the submission format needs both.
+        submission: dict[str, list[dict]] = {}
+        for p in predictions:
+            submission.setdefault(p.task_id, []).append(
+                {"attempt_1": p.attempt_1, "attempt_2": p.attempt_2 if p.attempt_2 is not None else p.attempt_1})
+        return json.dumps(submission) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["task_id", "test_index", "correct_attempt_1", "correct_attempt_2",
+                         "cell_acc_attempt_1", "cell_acc_attempt_2", "expected_shape", "attempt_1_shape"])
+        for p in predictions:
+            shape = (lambda g: f"{len(g)}x{len(g[0]) if g else 0}" if g is not None else "")
+            writer.writerow([p.task_id, p.test_index, int(p.correct_1), int(p.correct_2),
+                             _num(p.cell_acc_1), _num(p.cell_acc_2), shape(p.expected), shape(p.attempt_1)])
+        return out.getvalue()
+    raise UserError(f"evaluations export as submission or csv, not {fmt}")
+
+
+def export_metrics(store: Store, run_id: int, fmt: str) -> str:
+    store.get_run(run_id)
+    series = {key: store.read_metrics_after(run_id, key) for key in store.metric_names(run_id)}
+    if fmt == "json":
+        return json.dumps({key: [{"step": s, "value": v, "wall_time": w}
+                                 for s, v, w in zip(c.steps, c.values, c.wall_times)]
+                           for key, c in series.items()}) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["key", "step", "value", "wall_time"])
+        for key, chunk in series.items():
+            for row in zip(chunk.steps, chunk.values, chunk.wall_times):
+                writer.writerow([key, *row])
+        return out.getvalue()
+    raise UserError(f"metrics export as csv or json, not {fmt}")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"

@@ -1,0 +1,302 @@
+"""The training job: distil teacher features into a SAGE student, honestly measured.
+
+Exact resume is a design goal: the data order of an epoch is a pure function of
+(seed, epoch), augmentation draws come from (seed, step), and the checkpoint carries
+model, optimizer, scheduler, scaler and RNG states plus the position in the epoch.
+A run stopped and resumed logs the same losses, step for step, as one never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+
+# Before torch touches CUDA: lets the allocator grow segments instead of fragmenting,
+# the fix the original project found only after an OOM hours into a run.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+import torch  # noqa: E402
+
+from engine import distributed  # noqa: E402
+from engine.arc import ArcTask, all_queries, load_dataset, select_tasks  # noqa: E402
+from engine.augment import augment_task, random_colour_permutation  # noqa: E402
+from engine.checkpoints import apply_retention, load_state, save_checkpoint  # noqa: E402
+from engine.config import TrainConfig  # noqa: E402
+from engine.encoding import build_example, collate  # noqa: E402
+from engine.losses import LossWeights, combined_loss  # noqa: E402
+from engine.predict import evaluate_queries, pick_device  # noqa: E402
+from engine.runner import JobFailed, RunContext  # noqa: E402
+from engine.scoring import batch_metrics  # noqa: E402
+from engine.student import build_student, count_parameters  # noqa: E402
+
+
+@dataclass
+class TrainData:
+    train: list[tuple[ArcTask, str, int]]        # queries trained on
+    val_tasks: list[ArcTask]                      # held-out tasks: their test inputs validate
+    eval_tasks: list[ArcTask]                     # e.g. ARC-AGI-1 evaluation split
+    features: object | None = None                # FeatureStore, when distilling
+
+
+def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
+    dataset = load_dataset(cfg.dataset)
+    for problem in dataset.problems:
+        ctx.event("warning", f"skipped task {problem}")
+    tasks = select_tasks(dataset.tasks, cfg.task_ids or None, max_grid=cfg.max_grid)
+    if cfg.max_tasks is not None:
+        tasks = tasks[: cfg.max_tasks + cfg.val_tasks]
+    if len(tasks) <= cfg.val_tasks:
+        raise JobFailed(f"{len(tasks)} tasks match the settings, but val_tasks={cfg.val_tasks} "
+                        f"would leave none to train on: lower val_tasks or max_grid limits")
+    # Split by task, never by example: a validation task is never seen in training.
+    order = list(range(len(tasks)))
+    random.Random(cfg.seed).shuffle(order)
+    val = [tasks[i] for i in sorted(order[:cfg.val_tasks])]
+    train = [tasks[i] for i in sorted(order[cfg.val_tasks:])]
+    eval_tasks: list[ArcTask] = []
+    if cfg.eval_dataset:
+        eval_set = load_dataset(cfg.eval_dataset)
+        eval_tasks = select_tasks(eval_set.tasks, max_tasks=cfg.eval_max_tasks)
+    features = None
+    if cfg.features:
+        from engine.features import open_store_for_training
+        features = open_store_for_training(ctx.workspace, cfg.features, dataset)
+    ctx.event("data", f"{len(train)} training tasks ({len(all_queries(train))} queries), "
+                      f"{len(val)} held-out tasks, {len(eval_tasks)} evaluation tasks")
+    return TrainData(all_queries(train), val, eval_tasks, features)
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int):
+    """Linear warmup, then cosine decay to min_lr_ratio of the peak."""
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def make_batch(cfg: TrainConfig, data: TrainData, queries: list[tuple[ArcTask, str, int]],
+               step: int, device: torch.device) -> dict:
+    rng = random.Random(cfg.seed * 7_919 + step)
+    examples = []
+    for task, kind, index in queries:
+        if cfg.augment:
+            task = augment_task(task, rng.randrange(8), random_colour_permutation(rng))
+        examples.append(build_example(task, kind, index, cfg.max_demos))
+    teacher = None
+    if data.features is not None:
+        from engine.arc import example_id
+        # Augmented grids keep the un-augmented teacher features: the teacher is a
+        # training signal about the task, not about this particular view of it.
+        feats, mask = data.features.batch([example_id(t.id, k, i) for t, k, i in queries])
+        teacher = {"teacher_features": feats, "teacher_mask": mask}
+    batch = collate(examples, teacher)
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None = None) -> str:
+    cfg = TrainConfig.from_dict(ctx.config)
+    dist = distributed.setup()
+    device = pick_device(cfg.device, dist.local_rank)
+    torch.manual_seed(cfg.seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data = prepare_data(cfg, ctx)
+    teacher_dim = data.features.feature_dim if data.features is not None else 0
+    model = build_student(cfg.student, cfg.preset, teacher_dim=teacher_dim).to(device)
+    ctx.event("model", f"{cfg.student}/{cfg.preset} student, {count_parameters(model):,} parameters, "
+                       f"on {device}" + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
+    if ctx.is_writer:
+        ctx.store.update_run(ctx.run_id, device=str(device))
+    train_model = dist.wrap(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches_per_epoch = math.ceil(len(data.train) / (cfg.batch_size * cfg.grad_accum))
+    total_steps = cfg.max_steps or cfg.epochs * batches_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    # bf16 needs no loss scaling; the scaler exists (disabled) so fp16 could be added
+    # without changing the checkpoint format.
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    weights = LossWeights(task=cfg.w_task, mse=cfg.w_mse, cosine=cfg.w_cosine)
+
+    step, epoch, batch_in_epoch = 0, 0, 0
+    if resume:
+        step, epoch, batch_in_epoch = _restore(ctx, checkpoint_id, model, optimizer, scheduler, scaler)
+
+    def checkpoint(reason: str, metrics: dict | None = None) -> None:
+        if not ctx.is_writer:
+            return
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                 "rng": rng_state(), "step": step, "epoch": epoch,
+                 "batch_in_epoch": batch_in_epoch, "config": cfg.to_dict(),
+                 "student": {"kind": cfg.student, "preset": cfg.preset, "teacher_dim": teacher_dim}}
+        saved = save_checkpoint(ctx.store, ctx.workspace, ctx.run_id, ctx.run_dir, state, step,
+                                epoch + batch_in_epoch / batches_per_epoch, metrics or {}, reason)
+        apply_retention(ctx.store, ctx.workspace, ctx.run_id, cfg.keep_last)
+        ctx.event("checkpoint", f"checkpoint at step {step} ({reason}, {saved.size_bytes / 2**20:.1f} MiB)",
+                  {"checkpoint_id": saved.id, "step": step})
+
+    def validate() -> dict:
+        metrics = {}
+        model.eval()
+        for prefix, tasks in (("val", data.val_tasks), ("eval", data.eval_tasks)):
+            if tasks:
+                result = evaluate_queries(model, tasks, cfg, device, data.features)
+                metrics.update({f"{prefix}_{k}": v for k, v in result.summary().items()})
+        model.train()
+        if metrics:
+            ctx.log_metrics(step, metrics)
+        return metrics
+
+    ctx.set_progress(total_steps=total_steps, step=step)
+    last_checkpoint_time = time.time()
+    last_metrics: dict = {}
+    model.train()
+    try:
+        while step < total_steps and epoch < cfg.epochs:
+            order = epoch_order(cfg.seed, epoch, len(data.train))
+            while batch_in_epoch < batches_per_epoch and step < total_steps:
+                started = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                components_sum: dict[str, float] = {}
+                metrics_sum: dict[str, float] = {}
+                n_examples = 0
+                for micro in range(cfg.grad_accum):
+                    first = (batch_in_epoch * cfg.grad_accum + micro) * cfg.batch_size
+                    indices = order[first:first + cfg.batch_size]
+                    if not indices:
+                        continue
+                    # Each rank takes its share of the global batch.
+                    indices = indices[dist.rank::dist.world_size]
+                    batch = make_batch(cfg, data, [data.train[i] for i in indices],
+                                       step * cfg.grad_accum + micro, device)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        out = train_model(batch)
+                        losses = combined_loss(out, batch, weights, model.distill_projection,
+                                               cfg.loss, cfg.focal_gamma)
+                    scaler.scale(losses["loss"] / cfg.grad_accum).backward()
+                    for key, value in losses.items():
+                        name = key if key == "loss" else f"loss_{key}"
+                        components_sum[name] = components_sum.get(name, 0.0) + float(value.detach()) * len(indices)
+                    for key, value in batch_metrics(out.logits.detach(), batch["target"]).items():
+                        metrics_sum[key] = metrics_sum.get(key, 0.0) + value * len(indices)
+                    n_examples += len(indices)
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+                step += 1
+                batch_in_epoch += 1
+                totals = dist.sum_floats([n_examples, *components_sum.values(), *metrics_sum.values()])
+                n_total = max(1.0, totals[0])
+                values = dict(zip([*components_sum, *metrics_sum], (v / n_total for v in totals[1:])))
+                elapsed = time.perf_counter() - started
+                values.update(lr=lr, grad_norm=float(grad_norm), examples_per_s=n_total / elapsed,
+                              epoch=epoch + batch_in_epoch / batches_per_epoch)
+                if device.type == "cuda":
+                    values.update(_cuda_memory(device))
+                    ctx.set_gauges(**{k: v for k, v in values.items() if k.startswith("torch_")})
+                ctx.log_metrics(step, values)
+                ctx.set_progress(step=step, epoch=values["epoch"], progress=step / total_steps,
+                                 eta_s=(total_steps - step) * elapsed)
+
+                if step % cfg.val_every_steps == 0:
+                    last_metrics = validate()
+                if dist.any_flag(ctx.should_stop):
+                    checkpoint("stop", last_metrics)
+                    return "stopped"
+                minutes = (time.time() - last_checkpoint_time) / 60
+                if step % cfg.checkpoint_every_steps == 0 or minutes >= cfg.checkpoint_every_minutes:
+                    checkpoint("periodic", last_metrics)
+                    last_checkpoint_time = time.time()
+            if batch_in_epoch >= batches_per_epoch:
+                epoch += 1
+                batch_in_epoch = 0
+        last_metrics = validate()
+        checkpoint("final", last_metrics)
+        return "finished"
+    except torch.OutOfMemoryError as exc:
+        _handle_oom(ctx, cfg, device, exc, step, checkpoint, last_metrics)
+        raise AssertionError("unreachable")
+    finally:
+        dist.cleanup()
+
+
+def _cuda_memory(device: torch.device) -> dict[str, float]:
+    return {"torch_allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
+            "torch_reserved_mb": torch.cuda.memory_reserved(device) / 2**20,
+            "torch_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+
+def _handle_oom(ctx: RunContext, cfg: TrainConfig, device: torch.device, exc: Exception,
+                step: int, checkpoint, last_metrics: dict) -> None:
+    figures = _cuda_memory(device) if device.type == "cuda" else {}
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        figures.update(free_mb=free / 2**20, total_mb=total / 2**20)
+    figures.update(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, step=step)
+    hint = (f"out of memory at step {step} with batch_size={cfg.batch_size}: lower batch_size "
+            f"(e.g. {max(1, cfg.batch_size // 2)}) and raise grad_accum "
+            f"(e.g. {cfg.grad_accum * 2}) to keep the same effective batch, then resume")
+    ctx.event("oom", hint, figures)
+    try:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        checkpoint("oom", last_metrics)  # the state of the last completed step
+    except Exception as save_error:  # memory may be too tight even for this
+        ctx.event("warning", f"could not write a checkpoint after the OOM: {save_error}")
+    raise JobFailed(hint) from exc
+
+
+def _restore(ctx: RunContext, checkpoint_id: int | None, model, optimizer, scheduler,
+             scaler) -> tuple[int, int, int]:
+    checkpoints = ctx.store.checkpoints(ctx.run_id)
+    if checkpoint_id is not None:
+        chosen = ctx.store.get_checkpoint(checkpoint_id)
+    elif checkpoints:
+        chosen = checkpoints[-1]
+    else:
+        ctx.event("warning", "no checkpoint to resume from: starting from step 0")
+        if ctx.is_writer:
+            ctx.store.truncate_metrics_after(ctx.run_id, 0)
+        return 0, 0, 0
+    state = load_state(ctx.absolute(chosen.path))
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    if ctx.is_writer:
+        # Rows the interrupted process logged after this checkpoint are replaced, never doubled.
+        removed = ctx.store.truncate_metrics_after(ctx.run_id, state["step"])
+        ctx.event("resumed", f"resumed from checkpoint {chosen.id} at step {state['step']}"
+                             + (f"; {removed} metric rows after it replaced" if removed else ""),
+                  {"checkpoint_id": chosen.id, "step": state["step"]})
+    return state["step"], state["epoch"], state["batch_in_epoch"]
+

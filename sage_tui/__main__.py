@@ -1,0 +1,62 @@
+"""`sage-tui`: open the dashboard on a workspace.
+
+Only the standard library and db are imported before the app starts, so --help
+answers at once; torch is never imported by the dashboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sage-tui",
+        description="Terminal dashboard for SAGE distillation runs: start, watch, stop and "
+                    "resume training; browse checkpoints and ARC task predictions.")
+    parser.add_argument("--workspace", "-w", default=None,
+                        help="workspace folder (default: $SAGE_WORKSPACE, then `workspace` in "
+                             "~/.config/sage-tui/config.toml, then ~/sage-workspace)")
+    parser.add_argument("--demo", action="store_true",
+                        help="start a small CPU training run (if the workspace has none running) "
+                             "and open its live curves")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from db.store import Store, WorkspaceError
+    from db.workspace import resolve_workspace
+
+    workspace = resolve_workspace(args.workspace)
+    try:
+        Store.open(workspace).close()  # create and migrate before the app's readers start
+    except WorkspaceError as exc:
+        print(f"sage-tui: {exc}", file=sys.stderr)
+        return 2
+    open_run = None
+    if args.demo:
+        open_run = start_demo(workspace)
+    from sage_tui.app import SageApp
+
+    SageApp(workspace, open_run=open_run).run()
+    return 0
+
+
+def start_demo(workspace) -> int:
+    """Reuse a demo run that is still running, or start one."""
+    from db.processes import effective_status
+    from db.store import Store
+    from sage_tui import control
+    from sage_tui.screens.runs import DEMO_CONFIG
+
+    with Store.open(workspace) as store:
+        for run in store.list_runs():
+            if run.name == "demo" and effective_status(run) in ("running", "queued"):
+                return run.id
+    return control.start_run(workspace, "train", "demo", DEMO_CONFIG).id
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
