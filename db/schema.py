@@ -132,7 +132,18 @@ CREATE TABLE task_scores (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [MIGRATION_V1, MIGRATION_V2]
+MIGRATION_V3 = """
+-- The demonstration pairs of each evaluated task, so the dashboard can show a task
+-- without loading datasets (it never imports the engine).
+CREATE TABLE task_demos (
+    evaluation_id INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    train TEXT NOT NULL,                -- JSON: [{"input": grid, "output": grid}, ...]
+    PRIMARY KEY (evaluation_id, task_id)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_V1, MIGRATION_V2, MIGRATION_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -277,8 +277,8 @@ class Store:
             eval_ids = [r[0] for r in self.conn.execute(
                 "SELECT id FROM evaluations WHERE run_id = ?", (run_id,))]
             for eval_id in eval_ids:
-                self.conn.execute("DELETE FROM predictions WHERE evaluation_id = ?", (eval_id,))
-                self.conn.execute("DELETE FROM task_scores WHERE evaluation_id = ?", (eval_id,))
+                for table in ("predictions", "task_scores", "task_demos"):
+                    self.conn.execute(f"DELETE FROM {table} WHERE evaluation_id = ?", (eval_id,))
             self.conn.execute("DELETE FROM evaluations WHERE run_id = ?", (run_id,))
             self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
@@ -467,7 +467,7 @@ class Store:
     # ------------------------------------------------------------ evaluations
     def add_evaluation(self, run_id: int, source_run_id: int | None, checkpoint_id: int | None,
                        dataset: str, predictions: list[Prediction], task_scores: list[TaskScore],
-                       summary: dict) -> int:
+                       summary: dict, demonstrations: dict[str, list[dict]] | None = None) -> int:
         """Store one evaluation, its predictions and per-task scores in one transaction.
         The overall scores are the mean of task scores (the ARC Prize rule)."""
         n_tasks = len(task_scores)
@@ -492,7 +492,17 @@ class Store:
                 "INSERT INTO task_scores VALUES (?,?,?,?,?,?)",
                 [(evaluation_id, t.task_id, t.n_test_inputs, t.solved_pass1, t.solved_pass2, t.score)
                  for t in task_scores])
+            self.conn.executemany(
+                "INSERT INTO task_demos VALUES (?,?,?)",
+                [(evaluation_id, task_id, json.dumps(pairs))
+                 for task_id, pairs in (demonstrations or {}).items()])
         return evaluation_id
+
+    def task_demonstrations(self, evaluation_id: int, task_id: str) -> list[dict]:
+        """The evaluated task's demonstration pairs: [{"input": grid, "output": grid}]."""
+        row = self.conn.execute("SELECT train FROM task_demos WHERE evaluation_id = ? AND task_id = ?",
+                                (evaluation_id, task_id)).fetchone()
+        return json.loads(row[0]) if row else []
 
     def evaluations(self, run_id: int | None = None, source_run_id: int | None = None) -> list[Evaluation]:
         where, params = [], []

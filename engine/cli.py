@@ -38,7 +38,9 @@ def _detach_arg(parser: argparse.ArgumentParser) -> None:
                              "(output goes to the run's engine.log)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
+    """The parser. ``extract_options`` False leaves out `extract`'s options, whose
+    definitions import torch: the other commands then answer without loading it."""
     parser = argparse.ArgumentParser(prog="sage-engine", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -69,15 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     _workspace_arg(runs)
     runs.add_argument("--json", action="store_true", help="print JSON")
 
-    check = commands.add_parser("check", help="validate training settings without running")
+    check = commands.add_parser("check", help="validate settings without running (JSON answer)")
+    check.add_argument("--kind", choices=("train", "extract"), default="train")
     check.add_argument("--config-json", default="{}", help="settings as a JSON object")
 
-    from engine import extract  # torch-free at import time
     extract_parser = commands.add_parser("extract", help="extract teacher features into a store")
-    _workspace_arg(extract_parser)
-    extract_parser.add_argument("--name", default=None, help="run name")
-    extract.add_arguments(extract_parser)
-    _detach_arg(extract_parser)
+    if extract_options:
+        from engine import extract
+
+        _workspace_arg(extract_parser)
+        extract_parser.add_argument("--name", default=None, help="run name")
+        extract.add_arguments(extract_parser)
+        _detach_arg(extract_parser)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint (creates an eval run)")
     _workspace_arg(evaluate)
@@ -218,24 +223,40 @@ def cmd_runs(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Print {"ok": true} or {"ok": false, "field": ..., "message": ...}; exit 0 / 1."""
+    """Print {"ok": true} or {"ok": false, "field": ..., "message": ...}; exit 0 / 1.
+    For an extraction the teacher is also made, so one that cannot load is caught here."""
     try:
         values = json.loads(args.config_json)
-        TrainConfig.from_dict(values)
+        if args.kind == "train":
+            TrainConfig.from_dict(values)
+        else:
+            from engine.extract import ExtractConfig
+            from engine.teachers import make_teacher
+
+            config = ExtractConfig.from_dict(values)
+            make_teacher(config.teacher, **config.teacher_options)
     except json.JSONDecodeError as exc:
-        print(json.dumps({"ok": False, "field": "config", "message": f"not JSON: {exc.msg}"}))
-        return 1
+        return _check_answer(False, "config", f"not JSON: {exc.msg}")
     except ConfigError as exc:
-        print(json.dumps({"ok": False, "field": exc.field, "message": exc.message}))
-        return 1
-    print(json.dumps({"ok": True}))
-    return 0
+        return _check_answer(False, exc.field, exc.message)
+    except (UserError, ValueError) as exc:
+        field = "teacher" if type(exc).__name__ == "TeacherError" else "config"
+        return _check_answer(False, field, str(exc))
+    return _check_answer(True)
+
+
+def _check_answer(ok: bool, field: str | None = None, message: str | None = None) -> int:
+    print(json.dumps({"ok": True} if ok else {"ok": False, "field": field, "message": message}))
+    return 0 if ok else 1
 
 
 def cmd_extract(args: argparse.Namespace, store: Store) -> int:
     from engine import extract
 
-    config = extract.config_from_args(args)
+    try:
+        config = extract.config_from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     run = store.create_run(args.name or "extract", "extract", config)
     if not args.name:
         store.update_run(run.id, name=f"extract-{run.id}")
@@ -278,7 +299,8 @@ COMMANDS = {"train": cmd_train, "start": cmd_start, "resume": cmd_resume, "stop"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(extract_options=argv[:1] == ["extract"]).parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
     # User-facing errors print one line and a non-zero exit code; nothing else is caught,

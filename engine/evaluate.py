@@ -60,7 +60,9 @@ def eval_job(ctx: RunContext) -> str:
 
     result = evaluate_queries(model, tasks, train_cfg, device, features, tta_votes=votes,
                               on_progress=progress)
-    evaluation_id = store_result(ctx, result, checkpoint.run_id, checkpoint.id, dataset.name)
+    demonstrations = {t.id: t.to_dict()["train"] for t in tasks}
+    evaluation_id = store_result(ctx, result, checkpoint.run_id, checkpoint.id, dataset.name,
+                                 demonstrations)
     summary = ctx.store.get_evaluation(evaluation_id)
     ctx.log_metrics(0, {f"eval_{k}": v for k, v in result.summary().items()})
     message = (f"evaluation {evaluation_id}: pass@2 {summary.score_pass2:.4f}, pass@1 "
@@ -73,7 +75,7 @@ def eval_job(ctx: RunContext) -> str:
 
 
 def store_result(ctx: RunContext, result: EvalResult, source_run_id: int, checkpoint_id: int,
-                 dataset: str) -> int:
+                 dataset: str, demonstrations: dict[str, list[dict]]) -> int:
     predictions, by_task = [], {}
     for p in result.predictions:
         attempts = [a.tolist() for a in p.attempts]
@@ -93,4 +95,4 @@ def store_result(ctx: RunContext, result: EvalResult, source_run_id: int, checkp
                "per_colour_acc": {str(k): v for k, v in colour_accuracy(
                    [(p.attempts[0], p.expected) for p in known]).items()}}
     return ctx.store.add_evaluation(ctx.run_id, source_run_id, checkpoint_id, dataset,
-                                    predictions, task_scores, summary)
+                                    predictions, task_scores, summary, demonstrations)

@@ -8,7 +8,6 @@ test inputs solved; the final score is the mean over tasks).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,11 +90,11 @@ class EvalResult:
 
 def _augmentations(votes: int, seed: int) -> list[tuple[int, np.ndarray]]:
     """Identity first, then ``votes - 1`` random dihedral x colour permutations."""
-    rng = random.Random(seed)
+    rng = np.random.default_rng(seed)
     identity = np.arange(10)
     augs = [(0, identity)]
     for _ in range(max(0, votes - 1)):
-        augs.append((rng.randrange(8), random_colour_permutation(rng)))
+        augs.append((int(rng.integers(8)), random_colour_permutation(rng)))
     return augs
 
 

@@ -188,9 +188,11 @@ def run_job(workspace: Path, run_id: int, job: Callable[[RunContext], str],
         message = "stopped on request" if status == "stopped" else None
     except StopRequested:
         status, message = "stopped", "stopped on request"
-    except JobFailed as exc:
+    except UserError as exc:  # explained already: a message, not a traceback
         status, message = "failed", str(exc)
         log.error("failed: %s", exc)
+        if ctx.is_writer:
+            ctx.store.add_event(run_id, "error", message)
     except KeyboardInterrupt:
         status, message = "stopped", "interrupted (Ctrl-C)"
     except Exception as exc:

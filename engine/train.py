@@ -18,10 +18,11 @@ from dataclasses import dataclass
 # the fix the original project found only after an OOM hours into a run.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine import distributed  # noqa: E402
-from engine.arc import ArcTask, all_queries, load_dataset, select_tasks  # noqa: E402
+from engine.arc import ArcTask, all_queries, example_id, load_dataset, select_tasks  # noqa: E402
 from engine.augment import augment_task, random_colour_permutation  # noqa: E402
 from engine.checkpoints import apply_retention, load_state, save_checkpoint  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
@@ -64,6 +65,14 @@ def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
     if cfg.features:
         from engine.features import open_store_for_training
         features = open_store_for_training(ctx.workspace, cfg.features, dataset)
+        needed = [example_id(t.id, k, i) for t, k, i in all_queries(train)]
+        if cfg.student == "sage-seed":  # it reads features at validation too
+            needed += [example_id(t.id, "test", i) for t in val for i in range(len(t.test))]
+        missing = [i for i in needed if i not in features]
+        if missing:
+            raise JobFailed(f"feature store {cfg.features} lacks {len(missing)} of the {len(needed)} "
+                            f"examples this run needs (first: {missing[0]}): extract them with "
+                            f"sage-engine extract --dataset {cfg.dataset} --store {cfg.features}")
     ctx.event("data", f"{len(train)} training tasks ({len(all_queries(train))} queries), "
                       f"{len(val)} held-out tasks, {len(eval_tasks)} evaluation tasks")
     return TrainData(all_queries(train), val, eval_tasks, features)
@@ -87,15 +96,15 @@ def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
 
 def make_batch(cfg: TrainConfig, data: TrainData, queries: list[tuple[ArcTask, str, int]],
                step: int, device: torch.device) -> dict:
-    rng = random.Random(cfg.seed * 7_919 + step)
+    # Augmentation draws depend only on (seed, step): a resumed run redraws the same ones.
+    rng = np.random.default_rng([cfg.seed, step])
     examples = []
     for task, kind, index in queries:
         if cfg.augment:
-            task = augment_task(task, rng.randrange(8), random_colour_permutation(rng))
+            task = augment_task(task, int(rng.integers(8)), random_colour_permutation(rng))
         examples.append(build_example(task, kind, index, cfg.max_demos))
     teacher = None
     if data.features is not None:
-        from engine.arc import example_id
         # Augmented grids keep the un-augmented teacher features: the teacher is a
         # training signal about the task, not about this particular view of it.
         feats, mask = data.features.batch([example_id(t.id, k, i) for t, k, i in queries])
@@ -130,7 +139,8 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
     ctx.event("model", f"{cfg.student}/{cfg.preset} student, {count_parameters(model):,} parameters, "
                        f"on {device}" + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
     if ctx.is_writer:
-        ctx.store.update_run(ctx.run_id, device=str(device))
+        # The full settings, defaults included, so the run's config view shows everything.
+        ctx.store.update_run(ctx.run_id, device=str(device), config=cfg.to_dict())
     train_model = dist.wrap(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches_per_epoch = math.ceil(len(data.train) / (cfg.batch_size * cfg.grad_accum))
@@ -202,7 +212,9 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                     for key, value in losses.items():
                         name = key if key == "loss" else f"loss_{key}"
                         components_sum[name] = components_sum.get(name, 0.0) + float(value.detach()) * len(indices)
-                    for key, value in batch_metrics(out.logits.detach(), batch["target"]).items():
+                    scores = batch_metrics(out.logits.detach(), batch["target"])
+                    scores.pop("examples")
+                    for key, value in scores.items():
                         metrics_sum[key] = metrics_sum.get(key, 0.0) + value * len(indices)
                     n_examples += len(indices)
                 scaler.unscale_(optimizer)

@@ -1,0 +1,59 @@
+"""`sage-engine eval`: every test input's attempts stored, scored by the official rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from db.store import Store
+from engine.arc import load_dataset, select_tasks
+from engine.runner import run_job
+from engine.train import train_job
+
+
+def test_eval_stores_predictions_and_prints_the_official_score(workspace, fast_train_config):
+    with Store.open(workspace) as store:
+        run = store.create_run("t", "train", {**fast_train_config, "max_steps": 3})
+    assert run_job(workspace, run.id, train_job) == 0
+    with Store.open_readonly(workspace) as store:
+        checkpoint = store.checkpoints(run.id)[-1]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "eval", "--checkpoint", str(checkpoint.id),
+         "--dataset", "arc1/eval", "--max-tasks", "6", "--tta-votes", "3", "--workspace", str(workspace)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "pass@2" in result.stdout and "official ARC rule" in result.stdout
+
+    tasks = select_tasks(load_dataset("arc1/eval").tasks, max_tasks=6)
+    n_test_inputs = sum(len(t.test) for t in tasks)
+    with Store.open_readonly(workspace) as store:
+        [evaluation] = store.evaluations(source_run_id=run.id)
+        predictions = store.predictions(evaluation.id)
+        scores = store.task_scores(evaluation.id)
+        eval_run = store.get_run(evaluation.run_id)
+        demos = store.task_demonstrations(evaluation.id, tasks[0].id)
+    assert eval_run.kind == "eval" and eval_run.status == "finished"
+    assert (evaluation.checkpoint_id, evaluation.n_tasks, evaluation.n_test_inputs) == (
+        checkpoint.id, 6, n_test_inputs)
+    assert len(predictions) == n_test_inputs
+    assert sorted({p.task_id for p in predictions}) == sorted(t.id for t in tasks)
+    by_id = {t.id: t for t in tasks}
+    for p in predictions:
+        expected = by_id[p.task_id].test[p.test_index].output.tolist()
+        assert p.expected == expected
+        assert p.correct_1 == (p.attempt_1 == expected)
+        assert p.correct_2 == (p.attempt_1 == expected or p.attempt_2 == expected)
+        assert 0.0 <= p.cell_acc_1 <= 1.0
+    # The summary score is the mean over tasks of the fraction of test inputs solved.
+    assert evaluation.score_pass2 == sum(s.solved_pass2 / s.n_test_inputs for s in scores) / len(scores)
+    assert demos == by_id[tasks[0].id].to_dict()["train"]
+    assert "per_colour_acc" in evaluation.summary
+
+
+def test_eval_of_a_missing_checkpoint_is_a_clear_error(workspace):
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "eval", "--checkpoint", "42", "--workspace", str(workspace)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "no checkpoint 42" in result.stderr and "Traceback" not in result.stderr
