@@ -1,0 +1,199 @@
+"""The SAGE students: both map a collated batch to 30x30x11 output logits.
+
+- "sage-seed": the original SAGE architecture. It reads teacher features, so it needs
+  the teacher at inference too.
+- "standalone": reads the grids themselves (tokens from ``engine.encoding``); the
+  teacher's features only shape its hidden states through the distillation loss.
+
+Both return ``StudentOutput``; ``hidden`` / ``hidden_mask`` are what distillation
+compares with the teacher's features (through ``model.distill_projection``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from engine.encoding import (CANVAS, NUM_CLASSES, NUM_SEGMENTS, QUERY_SEGMENT,
+                             VOCAB_SIZE)
+
+STUDENT_KINDS = ("sage-seed", "standalone")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    d_model: int
+    num_layers: int
+    num_heads: int
+    ffn_dim: int
+    decoder_layers: int = 1                       # standalone: cross-attention blocks
+    decoder_hidden: tuple[int, int] = (1024, 2048)  # sage-seed: MLP decoder widths
+    max_positions: int = 6000                     # sage-seed: teacher tokens it accepts
+    dropout: float = 0.0
+    teacher_dim: int = 0                          # 0 = no distillation projection
+
+
+PRESETS = {
+    # tiny: memorises 10 small ARC tasks (44 pairs) in about 500 AdamW steps at lr 3e-3 to 4e-3
+    # on a 2-core CPU; attention over ~700 tokens dominates, so width stays at 64.
+    "tiny": StudentConfig(d_model=64, num_layers=2, num_heads=4, ffn_dim=128,
+                          decoder_layers=1, decoder_hidden=(256, 512)),
+    "small": StudentConfig(d_model=256, num_layers=4, num_heads=8, ffn_dim=1024,
+                           decoder_layers=2, decoder_hidden=(512, 1024)),
+    "base": StudentConfig(d_model=384, num_layers=6, num_heads=8, ffn_dim=1536,
+                          decoder_layers=2, decoder_hidden=(768, 1536), dropout=0.1),
+    "seed": StudentConfig(d_model=512, num_layers=6, num_heads=8, ffn_dim=2048,
+                          decoder_layers=2, decoder_hidden=(1024, 2048), dropout=0.1),
+}
+
+
+@dataclass
+class StudentOutput:
+    logits: torch.Tensor       # [B, 30, 30, 11]
+    hidden: torch.Tensor       # [B, T, d_model]
+    hidden_mask: torch.Tensor  # [B, T], True = real token
+
+
+def _encoder(config: StudentConfig) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        config.d_model, config.num_heads, config.ffn_dim, config.dropout,
+        activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, config.num_layers, norm=nn.LayerNorm(config.d_model),
+                                 enable_nested_tensor=False)
+
+
+def _distill_projection(config: StudentConfig) -> nn.Linear | None:
+    return nn.Linear(config.d_model, config.teacher_dim) if config.teacher_dim else None
+
+
+class SeedStudent(nn.Module):
+    """Teacher features -> Linear+LayerNorm+GELU -> learned positions -> pre-norm
+    transformer -> masked mean pool -> MLP -> 30x30x11 logits (the original SAGE)."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        if not config.teacher_dim:
+            raise ValueError("the sage-seed student reads teacher features: pass teacher_dim > 0")
+        self.config = config
+        d = config.d_model
+        self.input_projection = nn.Sequential(
+            nn.Linear(config.teacher_dim, d), nn.LayerNorm(d), nn.GELU())
+        self.positions = nn.Embedding(config.max_positions, d)
+        self.encoder = _encoder(config)
+        hidden1, hidden2 = config.decoder_hidden
+        self.decoder = nn.Sequential(
+            nn.Linear(d, hidden1), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(hidden1, hidden2), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(hidden2, CANVAS * CANVAS * NUM_CLASSES))
+        self.distill_projection = _distill_projection(config)
+
+    def forward(self, batch: dict) -> StudentOutput:
+        if "teacher_features" not in batch:
+            raise ValueError("the sage-seed student needs teacher_features in the batch")
+        features = batch["teacher_features"].float()
+        real = batch["teacher_mask"]
+        length = features.shape[1]
+        if length > self.config.max_positions:
+            raise ValueError(f"{length} teacher tokens; this student accepts at most "
+                             f"{self.config.max_positions}")
+        x = self.input_projection(features) + self.positions.weight[:length]
+        hidden = self.encoder(x, src_key_padding_mask=~real)
+        weights = real.unsqueeze(-1).float()
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        logits = self.decoder(pooled).view(-1, CANVAS, CANVAS, NUM_CLASSES)
+        return StudentOutput(logits, hidden, real)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm block: output cells attend to the context, then a feed-forward layer.
+    No self-attention among the 900 output cells: it would cost 900^2 per example."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        d = config.d_model
+        self.norm_attention = nn.LayerNorm(d)
+        self.attention = nn.MultiheadAttention(d, config.num_heads, dropout=config.dropout,
+                                               batch_first=True)
+        self.norm_ffn = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(nn.Linear(d, config.ffn_dim), nn.GELU(),
+                                 nn.Dropout(config.dropout), nn.Linear(config.ffn_dim, d))
+
+    def forward(self, cells: torch.Tensor, context: torch.Tensor,
+                context_padding: torch.Tensor) -> torch.Tensor:
+        attended, _ = self.attention(self.norm_attention(cells), context, context,
+                                     key_padding_mask=context_padding, need_weights=False)
+        cells = cells + attended
+        return cells + self.ffn(self.norm_ffn(cells))
+
+
+class StandaloneStudent(nn.Module):
+    """Grid tokens (colour + row + column + segment embeddings) -> pre-norm transformer
+    encoder -> 900 output-cell queries that cross-attend to the encoded query input ->
+    30x30x11 logits.
+
+    Output cell (r, c) starts from the same row/column embeddings as input cell (r, c),
+    so "copy the cell at my position" is easy to learn. The output cells read only the
+    query input's tokens (which have already attended to the demonstrations in the
+    encoder): that keeps the 900-query cross-attention short on large tasks.
+    """
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.colour = nn.Embedding(VOCAB_SIZE, d)
+        self.row = nn.Embedding(CANVAS, d)
+        self.col = nn.Embedding(CANVAS, d)
+        self.segment = nn.Embedding(NUM_SEGMENTS, d)
+        self.encoder = _encoder(config)
+        self.output_marker = nn.Parameter(torch.zeros(d))
+        self.decoder = nn.ModuleList(CrossAttentionBlock(config)
+                                     for _ in range(config.decoder_layers))
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, NUM_CLASSES))
+        self.distill_projection = _distill_projection(config)
+        cells = torch.arange(CANVAS * CANVAS)
+        self.register_buffer("cell_rows", cells // CANVAS, persistent=False)
+        self.register_buffer("cell_cols", cells % CANVAS, persistent=False)
+
+    def forward(self, batch: dict) -> StudentOutput:
+        padding = batch["pad_mask"]
+        x = (self.colour(batch["tokens"]) + self.row(batch["rows"])
+             + self.col(batch["cols"]) + self.segment(batch["segments"]))
+        hidden = self.encoder(x, src_key_padding_mask=padding)
+
+        # build_example puts the query input first, so its tokens are a prefix.
+        is_query = (batch["segments"] == QUERY_SEGMENT) & ~padding
+        query_length = int(is_query.sum(1).max())
+        context = hidden[:, :query_length]
+        context_padding = ~is_query[:, :query_length]
+
+        cells = (self.row(self.cell_rows) + self.col(self.cell_cols) + self.output_marker)
+        cells = cells.unsqueeze(0).expand(hidden.shape[0], -1, -1)
+        for block in self.decoder:
+            cells = block(cells, context, context_padding)
+        logits = self.head(cells).view(-1, CANVAS, CANVAS, NUM_CLASSES)
+        return StudentOutput(logits, hidden, ~padding)
+
+
+def build_student(kind: str, preset: str, teacher_dim: int = 0, **overrides) -> nn.Module:
+    """A student of ``kind`` ("sage-seed" / "standalone") sized by ``preset``; any
+    StudentConfig field can be overridden. teacher_dim > 0 adds the distillation
+    projection (and is required by sage-seed, whose input it is)."""
+    if kind not in STUDENT_KINDS:
+        raise ValueError(f"unknown student kind {kind!r}: use one of {', '.join(STUDENT_KINDS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown student preset {preset!r}: use one of {', '.join(PRESETS)}")
+    try:
+        config = replace(PRESETS[preset], teacher_dim=teacher_dim, **overrides)
+    except TypeError as exc:
+        raise ValueError(f"bad student override: {exc}") from None
+    return SeedStudent(config) if kind == "sage-seed" else StandaloneStudent(config)
+
+
+def count_parameters(model: nn.Module, include_distillation: bool = False) -> int:
+    """Parameters the model uses at inference; the distillation projection, used only
+    in training, is left out unless asked for."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if include_distillation or not name.startswith("distill_projection."))

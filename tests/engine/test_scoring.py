@@ -1,0 +1,109 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine.encoding import CANVAS, IGNORE_INDEX, NUM_CLASSES, OUTSIDE, encode_target
+from engine.scoring import (batch_metrics, colour_accuracy, grid_cell_accuracy,
+                            score_submission, shape_accuracy)
+
+
+def grid(rows):
+    return np.asarray(rows, dtype=np.uint8)
+
+
+def logits_for(*grids):
+    """Logits whose argmax decodes to each grid (a grid of shape 0x0 = all OUTSIDE)."""
+    cells = np.stack([encode_target(g) if g.size else np.full((CANVAS, CANVAS), OUTSIDE)
+                      for g in grids])
+    return torch.nn.functional.one_hot(torch.from_numpy(cells), NUM_CLASSES).float()
+
+
+def targets_for(*grids):
+    return torch.from_numpy(np.stack([encode_target(g) for g in grids]))
+
+
+def test_all_black_prediction_is_scored_over_real_cells_only():
+    expected = grid([[0, 0, 0], [0, 5, 0], [0, 0, 7]])   # 7 of 9 cells black
+    metrics = batch_metrics(logits_for(np.zeros((3, 3), np.uint8)), targets_for(expected))
+    assert metrics["cell_acc"] == pytest.approx(7 / 9)   # not 898/900 as over the canvas
+    assert metrics["fg_acc"] == 0.0
+    assert metrics["shape_acc"] == 1.0 and metrics["exact"] == 0.0
+
+
+def test_prediction_shape_comes_from_the_logits_not_the_target():
+    expected = grid([[1, 2], [3, 4]])
+    too_big = np.zeros((3, 3), np.uint8)
+    too_big[:2, :2] = expected                         # right cells, wrong shape
+    metrics = batch_metrics(logits_for(too_big), targets_for(expected))
+    assert metrics["cell_acc"] == 1.0
+    assert metrics["shape_acc"] == 0.0 and metrics["exact"] == 0.0
+    too_small = batch_metrics(logits_for(grid([[1]])), targets_for(expected))
+    assert too_small["cell_acc"] == pytest.approx(1 / 4)   # cells beyond the shape are wrong
+
+
+def test_exact_and_batch_pooling_and_unknown_targets():
+    first, second = grid([[1, 2]]), grid([[3], [0]])
+    logits = logits_for(first, grid([[3], [4]]), grid([[9]]))
+    target = targets_for(first, second, first)
+    target[2] = IGNORE_INDEX                               # unknown output: not scored
+    metrics = batch_metrics(logits, target)
+    assert metrics["examples"] == 2
+    assert metrics["exact"] == 0.5
+    assert metrics["shape_acc"] == 1.0
+    assert metrics["cell_acc"] == pytest.approx(3 / 4)
+    assert metrics["fg_acc"] == pytest.approx(3 / 3)
+
+
+def test_empty_prediction_is_wrong():
+    metrics = batch_metrics(logits_for(np.zeros((0, 0), np.uint8)), targets_for(grid([[0]])))
+    assert metrics["cell_acc"] == 0.0 and metrics["exact"] == 0.0 and metrics["shape_acc"] == 0.0
+
+
+def test_grid_cell_accuracy_counts_missing_cells_as_wrong():
+    expected = grid([[1, 2, 3], [4, 5, 6]])
+    assert grid_cell_accuracy(expected, expected) == 1.0
+    assert grid_cell_accuracy(grid([[1, 2]]), expected) == pytest.approx(2 / 6)
+    assert grid_cell_accuracy(np.zeros((0, 0), np.uint8), expected) == 0.0
+    assert grid_cell_accuracy(np.pad(expected, ((0, 1), (0, 1))), expected) == 1.0
+    assert grid_cell_accuracy(np.pad(expected, ((1, 0), (0, 0))), expected) == 0.0
+
+
+def test_official_rule_scores_each_test_input():
+    solution_a = [grid([[1]]), grid([[2, 2]])]
+    solution_b = [grid([[3]])]
+    attempts = {
+        "a": [[grid([[1]]), grid([[9]])],              # test 0 solved on attempt 1
+              [grid([[0, 0]]), grid([[5, 5]])]],       # test 1 missed
+        "b": [[grid([[0]]), grid([[3]]), grid([[3]])]],   # solved on attempt 2
+    }
+    score = score_submission(attempts, {"a": solution_a, "b": solution_b, "c": [grid([[4]])]})
+    assert score.task_scores == {"a": 0.5, "b": 1.0, "c": 0.0}
+    assert score.task_scores_pass1 == {"a": 0.5, "b": 0.0, "c": 0.0}
+    assert score.pass_at_2 == pytest.approx(1.5 / 3)
+    assert score.pass_at_1 == pytest.approx(0.5 / 3)
+    assert (score.test_inputs, score.solved_pass1, score.solved_pass2) == (4, 1, 2)
+
+
+def test_only_two_attempts_count_and_shape_matters():
+    solutions = {"t": [grid([[1, 1]])]}
+    third_try = {"t": [[grid([[0]]), grid([[0]]), grid([[1, 1]])]]}
+    assert score_submission(third_try, solutions).pass_at_2 == 0.0
+    transposed = {"t": [[grid([[1], [1]])]]}
+    assert score_submission(transposed, solutions).pass_at_2 == 0.0
+
+
+def test_colour_and_shape_accuracy_helpers():
+    pairs = [(grid([[0, 1], [2, 2]]), grid([[0, 1], [1, 2]])),
+             (grid([[0]]), grid([[0, 3]]))]
+    accuracy = colour_accuracy(pairs)
+    assert accuracy == {0: 1.0, 1: 0.5, 2: 1.0, 3: 0.0}
+    assert shape_accuracy(pairs) == 0.5
+
+
+def test_scoring_and_grid_decoding_load_without_torch():
+    code = ("import sys, engine.scoring, engine.encoding, engine.augment; "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
