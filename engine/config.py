@@ -61,6 +61,7 @@ class TrainConfig:
     tta_votes: int = 0
     # runtime
     device: str = "auto"               # auto | cpu | cuda | cuda:N
+    gpu_memory_fraction: float | None = None  # cap this run's share of its GPU (shared GPUs)
     seed: int = 0
     val_every_steps: int = 100
     checkpoint_every_steps: int = 200
@@ -86,6 +87,8 @@ class TrainConfig:
                      "checkpoint_every_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must not be negative, got {getattr(self, name)}")
+        if self.gpu_memory_fraction is not None and not 0 < self.gpu_memory_fraction <= 1:
+            raise ConfigError("gpu_memory_fraction", f"must be in (0, 1], got {self.gpu_memory_fraction}")
         if self.student not in STUDENTS:
             raise ConfigError("student", f"{self.student!r} is not one of {', '.join(STUDENTS)}")
         if self.preset not in PRESETS:

@@ -40,6 +40,7 @@ class TrainData:
     val_tasks: list[ArcTask]                      # held-out tasks: their test inputs validate
     eval_tasks: list[ArcTask]                     # e.g. ARC-AGI-1 evaluation split
     features: object | None = None                # FeatureStore, when distilling
+    feature_buffer: torch.Tensor | None = None    # reused for every batch: no page faults
 
 
 def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
@@ -107,7 +108,12 @@ def make_batch(cfg: TrainConfig, data: TrainData, queries: list[tuple[ArcTask, s
     if data.features is not None:
         # Augmented grids keep the un-augmented teacher features: the teacher is a
         # training signal about the task, not about this particular view of it.
-        feats, mask = data.features.batch([example_id(t.id, k, i) for t, k, i in queries])
+        if data.feature_buffer is None:
+            longest = data.features.summary()["tokens_max"]
+            data.feature_buffer = torch.empty((cfg.batch_size, longest, data.features.feature_dim),
+                                              dtype=data.features.torch_dtype)
+        feats, mask = data.features.batch([example_id(t.id, k, i) for t, k, i in queries],
+                                          out=data.feature_buffer)
         teacher = {"teacher_features": feats, "teacher_mask": mask}
     batch = collate(examples, teacher)
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -130,6 +136,8 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
     cfg = TrainConfig.from_dict(ctx.config)
     dist = distributed.setup()
     device = pick_device(cfg.device, dist.local_rank)
+    if device.type == "cuda" and cfg.gpu_memory_fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
