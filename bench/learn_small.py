@@ -3,7 +3,7 @@ on 10 ARC-AGI-1 training tasks whose grids are at most 10x10, must reach >= 90%
 exact-match on those tasks' pairs (every train and test pair as a query) within
 10 minutes on a 2-core CPU.
 
-    .venv/bin/python bench/learn_small.py [--workspace DIR] [--steps 700]
+    .venv/bin/python bench/learn_small.py [--workspace DIR] [--steps 1500]
 
 The run is an ordinary run in the workspace: open `sage-tui --workspace DIR` while it
 trains to watch its curves.
@@ -25,7 +25,7 @@ from db.store import Store  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", default=None, help="default: a temporary folder")
-    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--steps", type=int, default=1500)
     args = parser.parse_args()
 
     import torch

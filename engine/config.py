@@ -41,11 +41,11 @@ class TrainConfig:
     student: str = "standalone"
     preset: str = "tiny"
     # optimisation
-    epochs: int = 300
+    epochs: int = 500
     max_steps: int | None = None
     batch_size: int = 16
     grad_accum: int = 1
-    lr: float = 3e-3
+    lr: float = 4e-3
     weight_decay: float = 0.01
     warmup_steps: int = 20
     min_lr_ratio: float = 0.01

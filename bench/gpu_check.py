@@ -1,0 +1,233 @@
+"""The CUDA paths, checked on a real GPU in one short run (device time is scarce).
+
+    python bench/gpu_check.py --out DIR [--workspace DIR]
+
+1. feature extraction on the GPU (built-in teacher, 2048-dim features like GR00T's);
+2. the `sage-seed` student (the original 44M architecture) trained from those features
+   with bf16 autocast, and the `standalone` student distilled from them: examples/s and
+   torch allocated / reserved / peak memory, as the engine logs them;
+3. NVML while an engine trains: per-process GPU memory, our engine's pid among them,
+   and the engine's own system samples in the database;
+4. a real CUDA out-of-memory (the run's GPU share capped with gpu_memory_fraction):
+   the run must end failed with an `oom` event holding the memory figures and a hint;
+5. evaluation on the GPU with test-time voting, and single-grid inference latency
+   (the original student took 652 ms per grid);
+6. the dashboard's system screen rendered headless against the real GPU.
+
+Prints a summary and writes gpu_check.json (and a screenshot) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from db.store import Store  # noqa: E402
+from db.sysinfo import gpus  # noqa: E402
+
+RESULTS: dict = {}
+
+
+def engine(workspace: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args, "--workspace", str(workspace)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def train_in_background(workspace: Path, settings: dict) -> tuple[subprocess.Popen, int]:
+    with Store.open(workspace) as store:
+        before = {r.id for r in store.list_runs()}
+    args = []
+    for key, value in settings.items():
+        args += ["--set", f"{key}={value}"]
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "train", *args, "--workspace", str(workspace)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while True:
+        with Store.open_readonly(workspace) as store:
+            new = [r.id for r in store.list_runs() if r.id not in before]
+        if new:
+            return proc, new[0]
+        time.sleep(0.2)
+
+
+def summarise_run(workspace: Path, run_id: int, label: str) -> dict:
+    with Store.open_readonly(workspace) as store:
+        run = store.get_run(run_id)
+        def values(key):
+            return store.read_metrics_after(run_id, key).values
+        speed = sorted(values("examples_per_s"))
+        figures = {
+            "status": run.status, "message": run.message, "device": run.device, "steps": run.step,
+            "median_examples_per_s": speed[len(speed) // 2] if speed else None,
+            "loss_first_last": [values("loss")[0], values("loss")[-1]] if values("loss") else None,
+            "torch_allocated_mb": max(values("torch_allocated_mb"), default=None),
+            "torch_reserved_mb": max(values("torch_reserved_mb"), default=None),
+            "torch_peak_mb": max(values("torch_peak_mb"), default=None),
+            "gpu0_mem_used_mb_samples": [v for _, v in store.system_series(run_id, "gpu0_mem_used_mb")][-3:],
+            "events": [f"{e.kind}: {e.message}" for e in store.events(run_id)],
+        }
+    RESULTS[label] = figures
+    print(f"\n== {label} (run {run_id}) ==")
+    for key, value in figures.items():
+        if key != "events":
+            print(f"  {key:28s} {value}")
+    for event in figures["events"]:
+        print(f"  event: {event[:160]}")
+    return figures
+
+
+def nvml_while_training(proc: subprocess.Popen, run_id: int, workspace: Path) -> None:
+    """Sample NVML a few times while the engine trains; find our engine's pid."""
+    seen = []
+    for _ in range(20):
+        if proc.poll() is not None:
+            break
+        for gpu in gpus():
+            seen.append({"gpu": gpu.index, "name": gpu.name, "util_pct": gpu.util_pct,
+                         "mem_used_mb": gpu.mem_used_mb, "mem_total_mb": gpu.mem_total_mb,
+                         "temp_c": gpu.temp_c, "power_w": gpu.power_w,
+                         "processes": [(p.pid, round(p.used_mb)) for p in gpu.processes]})
+        time.sleep(0.5)
+    with Store.open_readonly(workspace) as store:
+        engine_pid = store.get_run(run_id).pid
+    found = any(engine_pid == pid for s in seen for pid, _ in s["processes"])
+    RESULTS["nvml"] = {"samples": seen[-3:], "engine_pid": engine_pid, "engine_pid_in_nvml": found}
+    print("\n== NVML while training ==")
+    for sample in seen[-2:]:
+        print(f"  {sample}")
+    print(f"  engine pid {engine_pid} listed among GPU processes: {found} "
+          f"(empty process lists are normal in containers without the host's pid namespace)")
+
+
+def inference_latency(workspace: Path, run_id: int, label: str) -> None:
+    import torch
+
+    from engine.arc import load_dataset, select_tasks
+    from engine.checkpoints import load_state
+    from engine.evaluate import load_student
+    from engine.features import open_store_for_training
+    from engine.predict import predict_grids
+
+    device = torch.device("cuda")
+    with Store.open_readonly(workspace) as store:
+        checkpoint = store.checkpoints(run_id)[-1]
+    state = load_state(workspace / checkpoint.path)
+    model = load_student(state, device)
+    dataset = load_dataset("arc1/train")
+    tasks = select_tasks(dataset.tasks, max_tasks=20)
+    features = None
+    if state["student"]["kind"] == "sage-seed":
+        features = open_store_for_training(workspace, state["config"]["features"], dataset)
+    query = [(tasks[0], "test", 0)]
+    for _ in range(5):
+        predict_grids(model, query, 3, device, features)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(30):
+        start = time.perf_counter()
+        predict_grids(model, query, 3, device, features)
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    RESULTS[f"{label}_latency_ms"] = times[len(times) // 2]
+    print(f"  {label}: one grid, batch 1, median {times[len(times) // 2]:.1f} ms "
+          f"(original student: 652 ms)")
+
+
+def dashboard_screenshot(workspace: Path, out: Path) -> None:
+    import asyncio
+
+    from sage_tui.app import SageApp
+
+    async def shoot() -> None:
+        app = SageApp(workspace)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(1.0)
+            await pilot.press("g")  # the system screen
+            await pilot.pause(4.0)
+            app.save_screenshot(str(out / "system_screen.svg"))
+            RESULTS["system_screen_text"] = app.screen.query_one("SystemPanel").render().__str__()[:2000] \
+                if app.screen.query("SystemPanel") else None
+
+    asyncio.run(shoot())
+    print(f"\n== dashboard system screen saved to {out / 'system_screen.svg'} ==")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=".")
+    parser.add_argument("--workspace", default=None)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="sage-gpu-"))
+    Store.open(workspace).close()
+
+    import torch
+
+    RESULTS["torch"] = torch.__version__
+    RESULTS["cuda"] = torch.version.cuda
+    RESULTS["gpu"] = torch.cuda.get_device_name(0)
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}, "
+          f"bf16 {torch.cuda.is_bf16_supported()}")
+
+    start = time.perf_counter()
+    result = engine(workspace, "extract", "--dataset", "arc1/train", "--teacher", "builtin",
+                    "--teacher-option", "dim=2048", "--teacher-option", "device=cuda",
+                    "--store", "gpu2048", "--max-tasks", "60", "--batch-size", "64")
+    RESULTS["extract_s"] = time.perf_counter() - start
+    print(f"\n== extraction: exit {result.returncode} in {RESULTS['extract_s']:.1f} s ==")
+    print("\n".join(result.stderr.splitlines()[-3:]))
+
+    common = {"max_tasks": 60, "max_grid": "", "features": "gpu2048", "device": "cuda",
+              "batch_size": 16, "max_steps": 80, "val_tasks": 4, "val_every_steps": 40,
+              "checkpoint_every_steps": 40, "lr": "3e-4"}
+    proc, seed_run = train_in_background(workspace, {**common, "student": "sage-seed", "preset": "seed"})
+    nvml_while_training(proc, seed_run, workspace)
+    proc.wait(timeout=600)
+    summarise_run(workspace, seed_run, "sage-seed/seed student, bf16")
+
+    proc, base_run = train_in_background(workspace, {**common, "student": "standalone", "preset": "base",
+                                                     "lr": "1e-3"})
+    proc.wait(timeout=600)
+    summarise_run(workspace, base_run, "standalone/base student distilled, bf16")
+
+    proc, oom_run = train_in_background(workspace, {**common, "student": "sage-seed", "preset": "seed",
+                                                    "batch_size": 512, "gpu_memory_fraction": 0.01})
+    proc.wait(timeout=600)
+    summarise_run(workspace, oom_run, "real CUDA OOM (GPU share capped at 1%)")
+
+    print("\n== inference latency ==")
+    inference_latency(workspace, seed_run, "sage-seed/seed")
+    inference_latency(workspace, base_run, "standalone/base")
+
+    with Store.open_readonly(workspace) as store:
+        checkpoint = store.checkpoints(base_run)[-1]
+    start = time.perf_counter()
+    result = engine(workspace, "eval", "--checkpoint", str(checkpoint.id), "--dataset", "arc1/eval",
+                    "--max-tasks", "100", "--tta-votes", "8")
+    RESULTS["eval_s"] = time.perf_counter() - start
+    RESULTS["eval_stdout"] = result.stdout.strip()
+    print(f"\n== eval on GPU, 100 tasks x 8 votes: exit {result.returncode} in {RESULTS['eval_s']:.1f} s ==")
+    print(result.stdout.strip() or result.stderr[-1500:])
+
+    try:
+        dashboard_screenshot(workspace, out)
+    except Exception as exc:  # the figures above still count if textual is missing here
+        RESULTS["system_screen_error"] = f"{type(exc).__name__}: {exc}"
+        print(f"dashboard screenshot failed: {exc}")
+
+    (out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=2, default=str))
+    print(f"\nwrote {out / 'gpu_check.json'}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
