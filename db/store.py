@@ -257,10 +257,16 @@ class Store:
 
     def mark_running(self, run_id: int, pid: int, host: str, proc_start_time: float,
                      device: str | None = None) -> None:
+        """This process now runs the run. A stop request left unhandled by a previous
+        engine (one that stopped on SIGTERM before reading it) is void, so a resumed run
+        does not stop at once."""
         now = time.time()
-        self.update_run(run_id, status="running", pid=pid, host=host,
-                        proc_start_time=proc_start_time, started_at=now, heartbeat_at=now,
-                        ended_at=None, message=None, device=device)
+        with self.transaction():
+            self.update_run(run_id, status="running", pid=pid, host=host,
+                            proc_start_time=proc_start_time, started_at=now, heartbeat_at=now,
+                            ended_at=None, message=None, device=device)
+            self.conn.execute("UPDATE control SET handled_at = ? WHERE run_id = ? AND handled_at IS NULL",
+                              (now, run_id))
 
     def finish_run(self, run_id: int, status: str, message: str | None = None) -> None:
         assert status in TERMINAL_STATUSES, status

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from functools import partial
 from pathlib import Path
 

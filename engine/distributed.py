@@ -57,6 +57,6 @@ def setup() -> Dist:
     if dist.active and not torch_dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(dist.local_rank)
         torch_dist.init_process_group(backend)
     return dist

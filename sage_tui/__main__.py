@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", "-w", default=None,
                         help="workspace folder (default: $SAGE_WORKSPACE, then `workspace` in "
                              "~/.config/sage-tui/config.toml, then ~/sage-workspace)")
+    parser.add_argument("--run", type=int, default=None, metavar="ID",
+                        help="open this run's curves at start")
     parser.add_argument("--demo", action="store_true",
                         help="start a small CPU training run (if the workspace has none running) "
                              "and open its live curves")
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except WorkspaceError as exc:
         print(f"sage-tui: {exc}", file=sys.stderr)
         return 2
-    open_run = None
+    open_run = args.run
     if args.demo:
         open_run = start_demo(workspace)
     from sage_tui.app import SageApp
@@ -49,13 +51,12 @@ def start_demo(workspace) -> int:
     from db.processes import effective_status
     from db.store import Store
     from sage_tui import control
-    from sage_tui.screens.runs import DEMO_CONFIG
 
     with Store.open(workspace) as store:
         for run in store.list_runs():
             if run.name == "demo" and effective_status(run) in ("running", "queued"):
                 return run.id
-    return control.start_run(workspace, "train", "demo", DEMO_CONFIG).id
+    return control.start_run(workspace, "train", "demo", control.DEMO_CONFIG).id
 
 
 if __name__ == "__main__":

@@ -1,16 +1,24 @@
-"""Starting, stopping and resuming engine processes from the dashboard.
+"""Starting, stopping, resuming and deleting engine runs from the dashboard, and
+checking settings with the engine before a launch.
 
 Runs start as a queued row (so they show at once) and a detached engine process; a
-stop is a control row plus SIGTERM to the verified engine process.
+stop is a control row plus SIGTERM to the verified engine process. Everything here may
+block (process launches, subprocesses, file removal): call it from thread workers.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
-from db.processes import effective_status, launch_engine, signal_engine
+from db.processes import effective_status, engine_command, launch_engine, signal_engine
 from db.store import Run, Store, WorkspaceError, run_dir_relative
+
+DEMO_CONFIG: dict = {}  # the engine's defaults are the CPU demo: 10 small tasks, tiny student
+CHECK_TIMEOUT_S = 60.0
 
 
 def start_run(workspace: Path, kind: str, name: str, config: dict, gpus: int = 1) -> Run:
@@ -21,7 +29,7 @@ def start_run(workspace: Path, kind: str, name: str, config: dict, gpus: int = 1
         log_path = workspace / run.log_path
     args = ["start", str(run.id)]
     if gpus > 1:
-        args = [f"--nproc-per-node={gpus}", "-m", "engine", *args]
+        args = ["--standalone", f"--nproc-per-node={gpus}", "-m", "engine", *args]
         launch_engine(workspace, log_path, *args, launcher="torchrun")
     else:
         launch_engine(workspace, log_path, *args)
@@ -49,6 +57,8 @@ def resume_run(workspace: Path, run_id: int, checkpoint_id: int | None = None) -
             return f"run {run_id} is {status}: stop it before resuming"
         if run.kind == "eval":
             return "evaluations are not resumed: start a new evaluation from the checkpoints screen"
+        if status == "finished" and run.kind != "train":
+            return f"run {run_id} finished: there is nothing to resume"
         log_path = workspace / run.log_path
     args = ["resume", str(run_id)]
     if checkpoint_id is not None:
@@ -60,8 +70,42 @@ def resume_run(workspace: Path, run_id: int, checkpoint_id: int | None = None) -
 def delete_run(workspace: Path, run_id: int) -> str:
     with Store.open(workspace) as store:
         run = store.get_run(run_id)
-        if effective_status(run) == "running":
-            raise WorkspaceError(f"run {run_id} is running: stop it before deleting it")
+        if effective_status(run) in ("running", "queued"):
+            raise WorkspaceError(f"run {run_id} is {effective_status(run)}: stop it before deleting it")
         store.delete_run(run_id)
     shutil.rmtree(workspace / run_dir_relative(run_id), ignore_errors=True)
     return f"deleted run {run_id} and its files"
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    field: str | None = None
+    message: str = ""
+    validated: bool = True   # False: the engine could not check these settings
+
+
+def check_config(kind: str, config: dict) -> CheckResult:
+    """Ask the engine (``python -m engine check``) whether these settings would start.
+    An engine that cannot check a kind answers "could not validate", not an error."""
+    args = ["check", "--config-json", json.dumps(config)]
+    if kind != "train":
+        args[1:1] = ["--kind", kind]
+    try:
+        proc = subprocess.run(engine_command(*args), capture_output=True, text=True,
+                              timeout=CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return CheckResult(True, validated=False,
+                           message=f"the engine took over {CHECK_TIMEOUT_S:.0f}s to check the settings")
+    lines = proc.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict) or "ok" not in answer:
+        detail = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
+        return CheckResult(True, validated=False,
+                           message=f"could not validate {kind} settings ({detail[:160]})")
+    if answer["ok"]:
+        return CheckResult(True)
+    return CheckResult(False, answer.get("field"), answer.get("message", "invalid setting"))

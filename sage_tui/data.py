@@ -1,17 +1,65 @@
 """Reads for the dashboard. Called only from thread workers, each with its own
-read-only connection; results are plain objects handed to the event loop in messages."""
+read-only connection; results are plain objects handed to the event loop in messages.
+Nothing here imports Textual."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from db.processes import effective_status
+import numpy as np
+import psutil
+
+from db import sysinfo
+from db.processes import HOST, effective_status, process_matches
 from db.store import Event, Run, SeriesChunk, Store
+from sage_tui.series import downsample
 
 BEST_KEY = "val_pass2"
+# A first load reads every row up to this many; past it, it samples runs of rows spread
+# over the whole range (index seeks), so opening a million-step run stays fast.
+FULL_READ_ROWS = 20_000
+SAMPLED_ROWS = 8_000
+
+# Curves are grouped the way a researcher reads them; a key lands in the first group
+# whose test matches it, and anything unknown in "other".
+METRIC_GROUPS: list[tuple[str, str]] = [
+    ("losses", "losses"),
+    ("accuracy", "accuracy & exact"),
+    ("optimisation", "optimisation"),
+    ("throughput", "memory & speed"),
+    ("other", "other"),
+]
 
 
+def metric_group(key: str) -> str:
+    if "loss" in key:
+        return "losses"
+    if any(word in key for word in ("acc", "exact", "pass", "score")):
+        return "accuracy"
+    if key.startswith("torch_") or any(word in key for word in ("per_s", "_mb", "mem", "time")):
+        return "throughput"
+    if key in ("lr", "grad_norm", "epoch") or any(word in key for word in ("lr", "grad", "scale")):
+        return "optimisation"
+    return "other"
+
+
+def keys_by_group(keys: list[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {name: [] for name, _ in METRIC_GROUPS}
+    for key in keys:
+        groups[metric_group(key)].append(key)
+    return {name: sorted(found, key=_key_order) for name, found in groups.items() if found}
+
+
+def _key_order(key: str) -> tuple:
+    # Training keys first, then val_*, then eval_*; the bare "loss" leads its group.
+    prefix = 2 if key.startswith("eval_") else 1 if key.startswith("val_") else 0
+    return (prefix, key != "loss", key)
+
+
+# ------------------------------------------------------------------------ runs
 @dataclass
 class RunRow:
     run: Run
@@ -19,14 +67,27 @@ class RunRow:
     best: float | None        # best validation pass@2
 
 
-def load_runs(workspace: Path) -> list[RunRow]:
+def load_runs(workspace: Path, now: float | None = None) -> list[RunRow]:
     with Store.open_readonly(workspace) as store:
-        return [RunRow(run, effective_status(run), store.best_value(run.id, BEST_KEY))
+        return [RunRow(run, effective_status(run, now), store.best_value(run.id, BEST_KEY))
                 for run in store.list_runs()]
+
+
+# ---------------------------------------------------------------------- curves
+@dataclass
+class SeriesRequest:
+    """What the dashboard holds of one (run, key) series: the last step and the run's
+    metrics revision it belongs to (``last_step`` None: nothing held, load afresh)."""
+    run_id: int
+    key: str
+    last_step: int | None
+    revision: int
+    step_min: int | None = None   # a fresh load starts here (the "last N steps" window)
 
 
 @dataclass
 class SeriesUpdate:
+    run_id: int
     key: str
     chunk: SeriesChunk
     reset: bool   # True: replaces what the dashboard holds (first load or rows replaced)
@@ -34,31 +95,107 @@ class SeriesUpdate:
 
 @dataclass
 class RunSnapshot:
-    row: RunRow
-    keys: list[str]
+    rows: dict[int, RunRow]       # the run shown, and any runs overlaid on it
+    keys: list[str]               # metric keys the run shown has logged
     updates: list[SeriesUpdate]
     events: list[Event]
+    db_seconds: float = 0.0       # time spent in SQLite, for the benchmark
+    reason: str | None = None     # why a failed or crashed run ended, from its log
 
 
-def load_run(workspace: Path, run_id: int, cursors: dict[str, tuple[int | None, int]],
-             points: int, events_after: int) -> RunSnapshot:
-    """The run, its metric keys, and for each key in ``cursors`` (key → (last step held,
-    revision held)) either the rows after the cursor, or a fresh downsampled series when
-    nothing is held yet or the run's rows were replaced by a resume."""
+def read_plot_series(store: Store, run_id: int, key: str, points: int, revision: int,
+                     step_min: int | None = None) -> SeriesChunk:
+    """At most about ``points`` rows of one key for a plot: each bucket keeps its min and
+    max and the last row is always kept. Short series are read whole; long ones are
+    sampled bucket by bucket with index seeks, so the cost does not grow with length."""
+    try:
+        key_id = store.key_id(key)
+    except KeyError:
+        return SeriesChunk([], [], [], revision)
+    where = "run_id = ? AND key_id = ? AND step >= ?"
+    params = (run_id, key_id, -1 if step_min is None else step_min)
+    count = store.conn.execute(
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM metrics WHERE {where} LIMIT {FULL_READ_ROWS + 1})",
+        params).fetchone()[0]
+    if count <= FULL_READ_ROWS:
+        rows = store.conn.execute(
+            f"SELECT step, value, wall_time FROM metrics WHERE {where} ORDER BY step", params).fetchall()
+    else:
+        rows = _sample_rows(store, where, params, points)
+    if not rows:
+        return SeriesChunk([], [], [], revision)
+    steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    values = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), dtype=float, count=len(rows))
+    walls = np.fromiter((r[2] for r in rows), dtype=float, count=len(rows))
+    index = np.arange(len(rows))
+    kept, _ = downsample(index, values, points)
+    return SeriesChunk(steps[kept].tolist(), values[kept].tolist(), walls[kept].tolist(), revision)
+
+
+def _sample_rows(store: Store, where: str, params: tuple, points: int) -> list:
+    """A run of rows from the start of each bucket, all in one query (index seeks)."""
+    lo = store.conn.execute(f"SELECT MIN(step) FROM metrics WHERE {where}", params).fetchone()[0]
+    hi = store.conn.execute(f"SELECT MAX(step) FROM metrics WHERE {where}", params).fetchone()[0]
+    buckets = max(1, min(400, points // 2))  # SQLite allows 500 terms in one compound query
+    per_bucket = max(2, SAMPLED_ROWS // buckets)
+    parts, values = [], []
+    for bucket in range(buckets):
+        start = lo + (hi - lo + 1) * bucket // buckets
+        end = lo + (hi - lo + 1) * (bucket + 1) // buckets
+        parts.append(f"SELECT * FROM (SELECT step, value, wall_time FROM metrics WHERE {where} "
+                     f"AND step < ? ORDER BY step LIMIT {per_bucket})")
+        values.extend((*params[:2], start, end))
+    rows = store.conn.execute(" UNION ALL ".join(parts), values).fetchall()
+    last = store.conn.execute(
+        f"SELECT step, value, wall_time FROM metrics WHERE {where} ORDER BY step DESC LIMIT 1",
+        params).fetchone()
+    if rows[-1][0] != last[0]:
+        rows.append(last)
+    return rows
+
+
+def load_run(workspace: Path, run_id: int, requests: list[SeriesRequest], points: int,
+             events_after: int, overlay_ids: tuple[int, ...] = (), now: float | None = None,
+             first_group: bool = False) -> RunSnapshot:
+    """The run (and the runs overlaid on it), its metric keys, and for each request
+    either the rows after the held cursor or a fresh downsampled series when nothing is
+    held or the run's rows were replaced by a resume. ``first_group``: also load the
+    first group's series, so opening a run takes one round trip, not two."""
+    started = time.perf_counter()
     with Store.open_readonly(workspace) as store:
-        run = store.get_run(run_id)
-        row = RunRow(run, effective_status(run), store.best_value(run_id, BEST_KEY))
+        rows = {}
+        for rid in (run_id, *overlay_ids):
+            run = store.get_run(rid)
+            rows[rid] = RunRow(run, effective_status(run, now), store.best_value(rid, BEST_KEY))
+        keys = store.metric_names(run_id)
+        if first_group and not requests:
+            group = next(iter(keys_by_group(keys).values()), [])
+            requests = [SeriesRequest(rid, key, None, -1) for rid in (run_id, *overlay_ids)
+                        for key in group]
         updates = []
-        for key, (last_step, revision) in cursors.items():
-            if last_step is None or revision != run.metrics_revision:
-                chunk = store.read_series_downsampled(run_id, key, points)
-                updates.append(SeriesUpdate(key, chunk, reset=True))
-            else:
-                chunk = store.read_metrics_after(run_id, key, last_step)
-                if chunk.steps:
-                    updates.append(SeriesUpdate(key, chunk, reset=False))
-        return RunSnapshot(row, store.metric_names(run_id), updates,
-                           store.events(run_id, after_id=events_after))
+        for request in requests:
+            revision = rows[request.run_id].run.metrics_revision
+            chunk = None
+            if request.last_step is not None and request.revision == revision:
+                chunk = store.read_metrics_after(request.run_id, request.key, request.last_step,
+                                                 limit=FULL_READ_ROWS)
+                if len(chunk.steps) < FULL_READ_ROWS:
+                    if chunk.steps:
+                        updates.append(SeriesUpdate(request.run_id, request.key, chunk, reset=False))
+                    continue
+            # Nothing held, rows replaced, or so many new rows that a fresh sample is cheaper.
+            chunk = read_plot_series(store, request.run_id, request.key, points, revision,
+                                     request.step_min)
+            updates.append(SeriesUpdate(request.run_id, request.key, chunk, reset=True))
+        snapshot = RunSnapshot(rows, keys, updates,
+                               store.events(run_id, after_id=events_after))
+    snapshot.db_seconds = time.perf_counter() - started
+    return snapshot
+
+
+# ------------------------------------------------------------------------- log
+TRACEBACK_LINE = re.compile(r"^(Traceback |  File |    |\w+(\.\w+)*(Error|Exception|Interrupt)\b)")
+ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Interrupt|OutOfMemory\w*)\b:?.*")
 
 
 def read_log_tail(workspace: Path, run: Run, max_bytes: int = 64_000) -> str:
@@ -73,3 +210,73 @@ def read_log_tail(workspace: Path, run: Run, max_bytes: int = 64_000) -> str:
             return handle.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return f"(no log yet at {path})"
+
+
+def failure_reason(log_text: str) -> str | None:
+    """The line of a log that best says why a run ended: the last exception line."""
+    for line in reversed(log_text.splitlines()):
+        stripped = line.strip()
+        if ERROR_LINE.match(stripped):
+            return stripped[:200]
+    return None
+
+
+def is_traceback_line(line: str) -> bool:
+    return bool(TRACEBACK_LINE.match(line)) or "CUDA out of memory" in line
+
+
+# ---------------------------------------------------------------------- system
+SYSTEM_HISTORY_KEYS = ("cpu_pct", "ram_used_gb", "gpu0_util_pct", "gpu0_mem_used_mb")
+TORCH_KEYS = ("torch_allocated_mb", "torch_reserved_mb", "torch_peak_mb")
+
+
+@dataclass
+class SystemSnapshot:
+    gpus: list[sysinfo.GpuInfo]
+    nvml_reason: str              # why there is no GPU part ("" when NVML works)
+    live: dict[str, float]        # this machine now: cpu_pct, ram_*, disk_*
+    engine: dict[str, float]      # the run's latest torch gauges, from the database
+    history: dict[str, list[float]] = field(default_factory=dict)   # key -> recent values
+    our_pids: dict[int, int] = field(default_factory=dict)          # pid -> run id
+    sampled_at: float = 0.0
+
+
+def engine_pids(runs: list[Run]) -> dict[int, int]:
+    """Processes on this host that are verifiably our engines (pid, host and start time
+    match), with their children (torchrun ranks), mapped to their run id."""
+    pids = {}
+    for run in runs:
+        if run.status != "running" or run.host != HOST:
+            continue
+        if not process_matches(run.pid, run.host, run.proc_start_time):
+            continue
+        pids[run.pid] = run.id
+        try:
+            for child in psutil.Process(run.pid).children(recursive=True):
+                pids[child.pid] = run.id
+        except psutil.Error:
+            continue  # the engine ended between the two calls
+    return pids
+
+
+def load_system(workspace: Path, run_id: int | None, history_s: float = 600.0,
+                now: float | None = None) -> SystemSnapshot:
+    """Live machine figures (psutil, NVML) plus, for a run, its recorded samples: the
+    engine's torch gauges and the recent history, which exists even for the hours when
+    no dashboard was open."""
+    now = time.time() if now is None else now
+    live = sysinfo.sample_system(workspace)
+    gpus = sysinfo.gpus()
+    snapshot = SystemSnapshot(gpus, "" if gpus else (sysinfo.nvml_reason() or "no GPU found"),
+                              live, {}, sampled_at=now)
+    with Store.open_readonly(workspace) as store:
+        snapshot.our_pids = engine_pids(store.list_runs())
+        if run_id is not None:
+            latest = store.latest_system_samples(run_id)
+            snapshot.engine = {k: v for k, v in latest.items() if k.startswith("torch_")}
+            keys = list(SYSTEM_HISTORY_KEYS) + [f"gpu{g.index}_util_pct" for g in gpus[1:]]
+            for key in keys:
+                values = [v for _, v in store.system_series(run_id, key, since=now - history_s)]
+                if values:
+                    snapshot.history[key] = values
+    return snapshot

@@ -35,6 +35,15 @@ class Series:
         self.values.extend(values)
         self.wall_times.extend(wall_times)
 
+    def extend_after(self, steps: list[int], values: list[float], wall_times: list[float]) -> None:
+        """Append only rows past the last step held, so a reply that overlaps an earlier
+        one never draws a step twice."""
+        start = 0
+        if self.steps:
+            while start < len(steps) and steps[start] <= self.steps[-1]:
+                start += 1
+        self.extend(steps[start:], values[start:], wall_times[start:])
+
     def smoothed(self, weight: float) -> list[float]:
         """TensorBoard's debiased EMA of the values; NaN/Inf pass through."""
         if weight != self._smooth_weight or len(self._smoothed) > len(self.values):
@@ -62,18 +71,19 @@ class Series:
 
 def downsample(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
     """At most ~``points`` points: each bucket keeps its min and max (a spike survives)
-    and the last point is always kept."""
+    and the first and last points are always kept. Vectorised: two sorts, no loop."""
     n = len(x)
     if n <= points:
         return x, y
     buckets = max(1, points // 2)
     edges = np.linspace(0, n, buckets + 1).astype(int)
-    keep = set()
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        if hi > lo:
-            chunk = y[lo:hi]
-            keep.add(lo + int(np.nanargmin(chunk)) if np.isfinite(chunk).any() else lo)
-            keep.add(lo + int(np.nanargmax(chunk)) if np.isfinite(chunk).any() else hi - 1)
-    keep.add(n - 1)
-    index = np.fromiter(sorted(keep), dtype=int)
+    bucket_of = np.repeat(np.arange(buckets), np.diff(edges))
+    finite = np.isfinite(y)
+    # Within each bucket (the primary sort key), the smallest value comes first and the
+    # largest last; a bucket's block keeps its place, so its edges index the result.
+    by_min = np.lexsort((np.where(finite, y, np.inf), bucket_of))
+    by_max = np.lexsort((np.where(finite, y, -np.inf), bucket_of))
+    filled = edges[1:] > edges[:-1]
+    keep = np.concatenate((by_min[edges[:-1][filled]], by_max[edges[1:][filled] - 1], [0, n - 1]))
+    index = np.unique(keep)
     return x[index], y[index]

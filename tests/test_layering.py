@@ -25,7 +25,9 @@ def test_db_imports_neither_torch_nor_textual(module):
 def test_dashboard_never_imports_torch():
     loaded = _modules_after(
         "import sage_tui.__main__, sage_tui.app, sage_tui.control, sage_tui.data\n"
-        "import sage_tui.screens.runs, sage_tui.screens.run")
+        "import sage_tui.screens.runs, sage_tui.screens.run, sage_tui.screens.checkpoints\n"
+        "import sage_tui.screens.tasks, sage_tui.screens.task_view, sage_tui.screens.compare\n"
+        "import sage_tui.screens.new_run, sage_tui.screens.system, sage_tui.data_tasks")
     assert "textual" in loaded  # the import really happened
     assert "torch" not in loaded
     assert not any(m == "engine" or m.startswith("engine.") for m in loaded)

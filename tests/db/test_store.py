@@ -180,3 +180,12 @@ def test_config_round_trips_as_json(store):
     run = store.create_run("r", "train", config)
     raw = store.conn.execute("SELECT config FROM runs WHERE id = ?", (run.id,)).fetchone()[0]
     assert json.loads(raw) == config == store.get_run(run.id).config
+
+
+def test_a_stop_request_left_by_a_previous_engine_is_void_for_the_next(store):
+    run = store.create_run("r", "train", {})
+    store.mark_running(run.id, pid=1, host="h", proc_start_time=1.0)
+    store.request_stop(run.id)          # the engine stopped on SIGTERM before reading this
+    store.finish_run(run.id, "stopped")
+    store.mark_running(run.id, pid=2, host="h", proc_start_time=2.0)  # resumed
+    assert store.pending_control(run.id) == []

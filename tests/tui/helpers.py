@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from textual.app import App
+
 from db.processes import effective_status, signal_engine
 from db.store import Store
 
@@ -57,3 +59,23 @@ def stop_all_engines(workspace) -> None:
         except AssertionError:
             import signal
             signal_engine(run, signal.SIGKILL)
+
+
+class ScreenApp(App):
+    """A bare app holding one screen, with what screens expect of the real app: a
+    ``workspace`` and ``report_worker_error`` (here the errors are recorded, so a test
+    can assert on them or that there were none)."""
+
+    TITLE = "SAGE TUI"
+
+    def __init__(self, workspace, screen_factory) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self.screen_factory = screen_factory
+        self.errors: list[BaseException] = []
+
+    def on_mount(self) -> None:
+        self.push_screen(self.screen_factory())
+
+    def report_worker_error(self, worker) -> None:
+        self.errors.append(worker.error)

@@ -1,0 +1,317 @@
+"""A run's checkpoints (evaluate, resume from, delete) and the evaluations made from them
+(open their tasks, compare two)."""
+
+from __future__ import annotations
+
+import time
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Header, Input, Label, Static
+
+from db.store import Checkpoint
+from sage_tui import data_tasks
+from sage_tui.data_tasks import CheckpointsView, EvaluationRow
+from sage_tui.screens.compare import CompareScreen
+from sage_tui.screens.confirm import ConfirmScreen
+from sage_tui.screens.tasks import TasksScreen
+from sage_tui.workers import ReportsWorkerErrors
+
+POLL_S = 2.0
+DEFAULT_DATASET = "arc1/eval"
+
+
+def size_text(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "-"
+
+
+def metric_text(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def clock(t: float) -> str:
+    return time.strftime("%m-%d %H:%M", time.localtime(t))
+
+
+class EvaluateScreen(ModalScreen[tuple[str, int | None] | None]):
+    """Dataset and task limit for a new evaluation; enter starts it, esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="evaluate.cancel")]
+    DEFAULT_CSS = """
+    EvaluateScreen { align: center middle; }
+    EvaluateScreen > Vertical { width: 64; height: auto; border: thick $accent; padding: 0 2;
+                                background: $surface; }
+    EvaluateScreen Input { margin: 0 0 1 0; }
+    """
+
+    def __init__(self, checkpoint: Checkpoint, dataset: str, max_tasks: int | None) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.dataset = dataset
+        self.max_tasks = max_tasks
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Evaluate checkpoint {self.checkpoint.id} (step {self.checkpoint.step})")
+            yield Label("dataset (arc1/eval, arc1/train, arc2/eval, or a folder):")
+            yield Input(self.dataset, id="evaluate-dataset")
+            yield Label("at most this many tasks (empty: all):")
+            yield Input(str(self.max_tasks or ""), id="evaluate-max-tasks", type="integer")
+            yield Label("[b]enter[/b] start   [b]esc[/b] cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#evaluate-dataset", Input).focus()
+
+    @on(Input.Submitted)
+    def submitted(self) -> None:
+        dataset = self.query_one("#evaluate-dataset", Input).value.strip() or DEFAULT_DATASET
+        limit = self.query_one("#evaluate-max-tasks", Input).value.strip()
+        self.dismiss((dataset, int(limit) if limit and int(limit) > 0 else None))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CheckpointsScreen(ReportsWorkerErrors, Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="checkpoints.back"),
+        Binding("e", "evaluate", "Evaluate", id="checkpoints.evaluate"),
+        Binding("r", "resume", "Resume", id="checkpoints.resume"),
+        Binding("d", "delete", "Delete", id="checkpoints.delete"),
+        Binding("t", "tasks", "Tasks", id="checkpoints.tasks"),
+        Binding("space", "mark", "Mark", id="checkpoints.mark"),
+        Binding("c", "compare", "Compare", id="checkpoints.compare"),
+        Binding("w", "toggle_all_runs", "All runs", show=False, id="checkpoints.all_runs"),
+    ]
+
+    DEFAULT_CSS = """
+    CheckpointsScreen #checkpoints-summary, CheckpointsScreen #evaluations-heading {
+        height: auto; padding: 0 1; background: $boost;
+    }
+    CheckpointsScreen #checkpoints-table { height: 1fr; }
+    CheckpointsScreen #evaluations-table { height: 1fr; }
+    """
+
+    class Loaded(Message):
+        def __init__(self, view: CheckpointsView) -> None:
+            super().__init__()
+            self.view = view
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.view: CheckpointsView | None = None
+        self.all_runs = False
+        self.marked: list[int] = []       # evaluation ids marked for comparison, oldest first
+        self.shown: tuple | None = None   # what the tables hold, to redraw only on change
+        self.poll_timer = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("loading…", id="checkpoints-summary")
+        yield DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+        yield Static(id="evaluations-heading")
+        yield DataTable(id="evaluations-table", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        checkpoints = self.query_one("#checkpoints-table", DataTable)
+        for label, key, width in (("", "best", 1), ("id", "id", 3), ("step", "step", 6),
+                                  ("epoch", "epoch", 5), ("saved", "saved", 11),
+                                  ("pass@2", "pass2", 6), ("pass@1", "pass1", 6),
+                                  ("cells", "cells", 5), ("size", "size", 8), ("why", "reason", 8)):
+            checkpoints.add_column(label, key=key, width=width)
+        evaluations = self.query_one("#evaluations-table", DataTable)
+        for label, key, width in (("", "mark", 1), ("id", "id", 3), ("run", "source", 10),
+                                  ("step", "step", 6), ("dataset", "dataset", 10),
+                                  ("tasks", "tasks", 5), ("pass@2", "pass2", 6),
+                                  ("pass@1", "pass1", 6), ("made", "made", 11)):
+            evaluations.add_column(label, key=key, width=width)
+        checkpoints.focus()
+        self.poll()
+
+    # ---------------------------------------------------------------- polling
+    @work(thread=True, exclusive=True, group="checkpoints-poll", exit_on_error=False)
+    def poll(self) -> None:
+        self.post_message(self.Loaded(data_tasks.load_checkpoints(self.app.workspace, self.run_id,
+                                                                  self.all_runs)))
+
+    @on(Loaded)
+    def show_view(self, message: Loaded) -> None:
+        self.view = message.view
+        self.redraw()
+        # One timer, re-armed after each poll (an action's extra poll replaces it).
+        if self.poll_timer is not None:
+            self.poll_timer.stop()
+        self.poll_timer = self.set_timer(POLL_S, self.poll)
+
+
+    def redraw(self) -> None:
+        view = self.view
+        shown = (tuple((c.id, c.size_bytes, str(c.metrics)) for c in view.checkpoints), view.best_id,
+                 tuple(r.evaluation.id for r in view.evaluations), tuple(self.marked), self.all_runs)
+        if shown != self.shown:
+            self.shown = shown
+            self.fill_checkpoints(view)
+            self.fill_evaluations(view)
+        run = view.run
+        best = next((c for c in view.checkpoints if c.id == view.best_id), None)
+        best_text = (f"[b]★[/b] best: step {best.step} (val pass@2 {best.metrics['val_pass2']:.3f})"
+                     if best else "no validation scores yet")
+        self.query_one("#checkpoints-summary", Static).update(
+            f"run {run.id} [b]{run.name}[/b] ({run.kind}): {len(view.checkpoints)} checkpoints   "
+            f"{best_text}")
+        scope = "all runs" if self.all_runs else "this run's checkpoints"
+        marked = ", ".join(str(i) for i in self.marked) or "none"
+        self.query_one("#evaluations-heading", Static).update(
+            f"Evaluations of {scope} ({len(view.evaluations)})  marked: {marked}  "
+            f"[dim](w: {'this run' if self.all_runs else 'all runs'})[/]")
+        self.sub_title = f"run {run.id} checkpoints"
+
+    def fill_checkpoints(self, view: CheckpointsView) -> None:
+        table = self.query_one("#checkpoints-table", DataTable)
+        keep = self.selected_key(table)
+        table.clear()
+        for c in view.checkpoints:
+            table.add_row("★" if c.id == view.best_id else "", str(c.id), str(c.step),
+                          f"{c.epoch:.2f}" if c.epoch is not None else "-", clock(c.created_at),
+                          metric_text(c.metrics, "val_pass2"), metric_text(c.metrics, "val_pass1"),
+                          metric_text(c.metrics, "val_cell_acc"), size_text(c.size_bytes),
+                          c.reason or "-", key=str(c.id))
+        self.restore_cursor(table, keep)
+        if not view.checkpoints:
+            table.add_row("", "", "", "", "no checkpoints yet", key="none")
+
+    def fill_evaluations(self, view: CheckpointsView) -> None:
+        table = self.query_one("#evaluations-table", DataTable)
+        keep = self.selected_key(table)
+        table.clear()
+        for row in view.evaluations:
+            e = row.evaluation
+            table.add_row("●" if e.id in self.marked else "", str(e.id), row.source_name,
+                          str(row.checkpoint_step) if row.checkpoint_step is not None else "-",
+                          e.dataset, str(e.n_tasks), f"{e.score_pass2:.3f}", f"{e.score_pass1:.3f}",
+                          clock(e.created_at), key=str(e.id))
+        self.restore_cursor(table, keep)
+
+    @staticmethod
+    def selected_key(table: DataTable) -> str | None:
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    @staticmethod
+    def restore_cursor(table: DataTable, key: str | None) -> None:
+        if key is not None and key in table.rows:  # a deleted row leaves the cursor at the top
+            table.move_cursor(row=table.get_row_index(key))
+
+    # ---------------------------------------------------------------- selection
+    def selected_checkpoint(self) -> Checkpoint | None:
+        key = self.selected_key(self.query_one("#checkpoints-table", DataTable))
+        if self.view is None or key in (None, "none"):
+            self.notify("no checkpoint selected", severity="warning")
+            return None
+        return next((c for c in self.view.checkpoints if str(c.id) == key), None)
+
+    def selected_evaluation(self) -> EvaluationRow | None:
+        key = self.selected_key(self.query_one("#evaluations-table", DataTable))
+        if self.view is None or key is None:
+            self.notify("no evaluation yet: press e on a checkpoint to make one", severity="warning")
+            return None
+        return next((r for r in self.view.evaluations if str(r.evaluation.id) == key), None)
+
+    # ---------------------------------------------------------------- actions
+    def action_evaluate(self) -> None:
+        checkpoint = self.selected_checkpoint()
+        if checkpoint is None:
+            return
+        config = self.view.run.config
+        dataset = config.get("eval_dataset") or DEFAULT_DATASET
+        max_tasks = config.get("eval_max_tasks")
+
+        def start(choice: tuple[str, int | None] | None) -> None:
+            if choice is not None:
+                self.act(lambda: data_tasks.evaluate_checkpoint(self.app.workspace, checkpoint.id,
+                                                                choice[0], choice[1]))
+
+        self.app.push_screen(EvaluateScreen(checkpoint, dataset, max_tasks), start)
+
+    def action_resume(self) -> None:
+        checkpoint = self.selected_checkpoint()
+        if checkpoint is not None:
+            self.act(lambda: data_tasks.resume_from_checkpoint(self.app.workspace, self.run_id,
+                                                               checkpoint.id))
+
+    def action_delete(self) -> None:
+        checkpoint = self.selected_checkpoint()
+        if checkpoint is None:
+            return
+        best = " — it is the best one" if checkpoint.id == self.view.best_id else ""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.act(lambda: data_tasks.delete_checkpoint(self.app.workspace, checkpoint.id))
+
+        self.app.push_screen(ConfirmScreen(
+            f"Delete checkpoint {checkpoint.id} (step {checkpoint.step}, "
+            f"{size_text(checkpoint.size_bytes)}){best}? Its file is removed."), answered)
+
+    def action_tasks(self) -> None:
+        row = self.selected_evaluation()
+        if row is not None:
+            self.app.push_screen(TasksScreen(row.evaluation.id))
+
+    def action_mark(self) -> None:
+        row = self.selected_evaluation()
+        if row is None:
+            return
+        evaluation_id = row.evaluation.id
+        if evaluation_id in self.marked:
+            self.marked.remove(evaluation_id)
+        else:
+            self.marked = (self.marked + [evaluation_id])[-2:]
+        self.redraw()
+
+    def action_compare(self) -> None:
+        """Compare the two marked evaluations (older as A); with one marked, compare it
+        with the evaluation under the cursor."""
+        pair = list(self.marked)
+        if len(pair) < 2:
+            row = self.selected_evaluation()
+            if row is not None and row.evaluation.id not in pair:
+                pair.append(row.evaluation.id)
+        if len(pair) < 2:
+            self.notify("mark two evaluations with space (or one, and put the cursor on another)",
+                        severity="warning")
+            return
+        a, b = sorted(pair)
+        self.app.push_screen(CompareScreen(a, b))
+
+    def action_toggle_all_runs(self) -> None:
+        self.all_runs = not self.all_runs
+        self.poll()
+
+    @on(DataTable.RowSelected, "#evaluations-table")
+    def evaluation_chosen(self) -> None:
+        self.action_tasks()
+
+    @on(DataTable.RowSelected, "#checkpoints-table")
+    def checkpoint_chosen(self) -> None:
+        self.notify("e: evaluate   r: resume from here   d: delete   tab: evaluations")
+
+    @work(thread=True, group="checkpoint-action", exit_on_error=False)
+    def act(self, action) -> None:
+        """Launches and deletes run off the event loop; the answer becomes a notification."""
+        self.app.call_from_thread(self.notify, action())
+        self.app.call_from_thread(self.poll)

@@ -1,0 +1,168 @@
+"""The tasks of one evaluation: solved, partly solved and failed, searchable by id."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from sage_tui.data_tasks import FAILED, PARTLY, SOLVED, TaskRow, TasksView, load_tasks
+from sage_tui.screens.task_view import TaskViewScreen
+from sage_tui.workers import ReportsWorkerErrors
+
+STATE_CELL = {SOLVED: "[green]✓ solved[/]", PARTLY: "[yellow]◐ partly[/]", FAILED: "[red]✗ failed[/]"}
+FILTERS = ("all", SOLVED, PARTLY, FAILED)
+
+
+def sort_rows(rows: list[TaskRow], by: str) -> list[TaskRow]:
+    if by == "score":  # best first; among equals, the closest attempt first
+        return sorted(rows, key=lambda r: (-r.score, -(r.cell_acc or 0.0), r.task_id))
+    return sorted(rows, key=lambda r: r.task_id)
+
+
+class TasksScreen(ReportsWorkerErrors, Screen):
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="tasks.back"),
+        Binding("enter", "open", "Open task", id="tasks.open"),
+        Binding("a", "filter('all')", "All", id="tasks.all"),
+        Binding("s", "filter('solved')", "Solved", id="tasks.solved"),
+        Binding("p", "filter('partly')", "Partly", id="tasks.partly"),
+        Binding("f", "filter('failed')", "Failed", id="tasks.failed"),
+        Binding("slash", "search", "Search", id="tasks.search"),
+        Binding("o", "toggle_sort", "Sort", id="tasks.sort"),
+    ]
+
+    DEFAULT_CSS = """
+    TasksScreen #tasks-summary { height: auto; padding: 0 1; background: $boost; }
+    TasksScreen #tasks-search { height: 1; border: none; padding: 0 1; }
+    TasksScreen #tasks-table { height: 1fr; }
+    """
+
+    class Loaded(Message):
+        def __init__(self, view: TasksView) -> None:
+            super().__init__()
+            self.view = view
+
+    def __init__(self, evaluation_id: int, state: str = "all") -> None:
+        super().__init__()
+        self.evaluation_id = evaluation_id
+        self.view: TasksView | None = None
+        self.state = state
+        self.sort_by = "id"
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("loading…", id="tasks-summary")
+        yield Input(placeholder="/ search task id", id="tasks-search")
+        yield DataTable(id="tasks-table", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("task", key="task", width=10)
+        table.add_column("state", key="state", width=10)
+        table.add_column("solved", key="solved", width=6)
+        table.add_column("score", key="score", width=5)
+        table.add_column("pass@1", key="pass1", width=6)
+        table.add_column("cells", key="cells", width=5)
+        table.focus()
+        self.load()
+
+    @work(thread=True, exclusive=True, group="tasks-load", exit_on_error=False)
+    def load(self) -> None:
+        self.post_message(self.Loaded(load_tasks(self.app.workspace, self.evaluation_id)))
+
+    @on(Loaded)
+    def show_tasks(self, message: Loaded) -> None:
+        self.view = message.view
+        self.refill()
+
+
+    # ---------------------------------------------------------------- drawing
+    @property
+    def search_text(self) -> str:
+        return self.query_one("#tasks-search", Input).value.strip().lower()
+
+    def visible(self) -> list[TaskRow]:
+        if self.view is None:
+            return []
+        rows = [r for r in self.view.tasks
+                if (self.state == "all" or r.state == self.state) and self.search_text in r.task_id.lower()]
+        return sort_rows(rows, self.sort_by)
+
+    def refill(self) -> None:
+        table = self.query_one(DataTable)
+        selected = self.selected()
+        table.clear()
+        rows = self.visible()
+        for r in rows:
+            table.add_row(r.task_id, STATE_CELL[r.state], f"{r.solved_pass2}/{r.n_test_inputs}",
+                          f"{r.score:.2f}", f"{r.solved_pass1}/{r.n_test_inputs}",
+                          f"{r.cell_acc:.0%}" if r.cell_acc is not None else "-", key=r.task_id)
+        if selected in {r.task_id for r in rows}:
+            table.move_cursor(row=table.get_row_index(selected))
+        self.show_summary(len(rows))
+
+    def show_summary(self, shown: int) -> None:
+        view = self.view
+        e = view.evaluation.evaluation
+        search = f"  search: [b]{self.search_text}[/b]" if self.search_text else ""
+        self.query_one("#tasks-summary", Static).update(
+            f"{view.evaluation.label}: {e.n_tasks} tasks, {e.n_test_inputs} test inputs\n"
+            f"score [b]{e.score_pass2:.4f}[/b] pass@2 · {e.score_pass1:.4f} pass@1 (mean over tasks of "
+            f"test inputs solved)\n"
+            f"[green]✓ solved {view.count(SOLVED)}[/]  [yellow]◐ partly {view.count(PARTLY)}[/]  "
+            f"[red]✗ failed {view.count(FAILED)}[/]   showing [b]{self.state}[/b]: {shown}  "
+            f"sort: {self.sort_by}{search}")
+        self.sub_title = f"evaluation {e.id}"
+
+    # ---------------------------------------------------------------- actions
+    def selected(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def action_filter(self, state: str) -> None:
+        self.state = state
+        if self.view is not None:
+            self.refill()
+
+    def action_toggle_sort(self) -> None:
+        self.sort_by = "score" if self.sort_by == "id" else "id"
+        if self.view is not None:
+            self.refill()
+
+    def action_search(self) -> None:
+        self.query_one("#tasks-search", Input).focus()
+
+    def action_back(self) -> None:
+        search = self.query_one("#tasks-search", Input)
+        if search.has_focus:
+            self.query_one(DataTable).focus()
+        else:
+            self.app.pop_screen()
+
+    def action_open(self) -> None:
+        task_id = self.selected()
+        if task_id is None or self.view is None:
+            return
+        # Next/previous failed in the task view follow this list's order, over all tasks.
+        order = [r.task_id for r in sort_rows(self.view.tasks, self.sort_by)]
+        self.app.push_screen(TaskViewScreen(self.evaluation_id, task_id, order=order))
+
+    @on(DataTable.RowSelected)
+    def row_selected(self) -> None:
+        self.action_open()
+
+    @on(Input.Changed, "#tasks-search")
+    def search_changed(self) -> None:
+        if self.view is not None:
+            self.refill()
+
+    @on(Input.Submitted, "#tasks-search")
+    def search_done(self) -> None:
+        self.query_one(DataTable).focus()

@@ -1,0 +1,171 @@
+"""The checkpoints screen: the list with its best marker, evaluate, resume from, delete
+(confirmed), and the evaluations made from a run's checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from db.store import Prediction, Store, TaskScore
+from sage_tui import control, data_tasks
+from sage_tui.screens.checkpoints import CheckpointsScreen, EvaluateScreen
+from sage_tui.screens.compare import CompareScreen
+from sage_tui.screens.confirm import ConfirmScreen
+from sage_tui.screens.tasks import TasksScreen
+
+from tests.tui.helpers import ScreenApp, run_ids, run_status, stop_all_engines, wait_for, wait_until
+
+
+
+@pytest.fixture
+def run_with_checkpoints(workspace):
+    """A stopped training run with three checkpoint files; steps 200 and 300 tie on
+    val_pass2, so the later one is the best. Two evaluations, of steps 100 and 300."""
+    with Store.open(workspace) as store:
+        run = store.create_run("demo", "train", {"eval_dataset": "arc1/train", "eval_max_tasks": 5},
+                               status="stopped")
+        ids = []
+        for step, score in ((100, 0.1), (200, 0.3), (300, 0.3)):
+            path = f"runs/{run.id:04d}/checkpoints/step_{step:08d}.pt"
+            (workspace / path).parent.mkdir(parents=True, exist_ok=True)
+            (workspace / path).write_bytes(b"x" * 2048)
+            ids.append(store.add_checkpoint(run.id, step, step / 100, path, 2048,
+                                            {"val_pass2": score, "val_pass1": score / 2}, "periodic"))
+        evaluations = []
+        for checkpoint_id, solved in ((ids[0], 0), (ids[2], 1)):
+            eval_run = store.create_run("eval", "eval", {}, status="finished")
+            grid = [[1]]
+            evaluations.append(store.add_evaluation(
+                eval_run.id, run.id, checkpoint_id, "arc1/train",
+                [Prediction(0, "t1", 0, grid, grid, grid if solved else [[2]], None, bool(solved), False,
+                            1.0 if solved else 0.0, None)],
+                [TaskScore(0, "t1", 1, solved, solved, float(solved))], {}))
+    return run.id, ids, evaluations
+
+
+def keys(table: DataTable) -> list[str]:
+    return [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+
+
+async def loaded(pilot, screen) -> None:
+    await wait_until(pilot, lambda: screen.view is not None, timeout=10, what="the checkpoints")
+    await pilot.pause()
+
+
+async def test_lists_checkpoints_with_the_best_marked(workspace, run_with_checkpoints):
+    run_id, ids, evaluations = run_with_checkpoints
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await loaded(pilot, screen)
+        table = screen.query_one("#checkpoints-table", DataTable)
+        assert keys(table) == [str(i) for i in ids]
+        assert [table.get_cell(str(i), "best") for i in ids] == ["", "", "★"]  # tie: later step
+        assert table.get_cell(str(ids[1]), "pass2") == "0.300"
+        assert table.get_cell(str(ids[0]), "size") == "2.0 KiB"
+        assert keys(screen.query_one("#evaluations-table", DataTable)) == [str(e) for e in evaluations]
+    assert not app.errors
+
+
+async def test_delete_asks_first_then_removes_file_and_row(workspace, run_with_checkpoints):
+    run_id, ids, _ = run_with_checkpoints
+    with Store.open_readonly(workspace) as store:
+        first = store.get_checkpoint(ids[0])
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await loaded(pilot, screen)
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert app.screen is screen
+        await pilot.pause(0.3)
+        assert (workspace / first.path).exists()
+
+        await pilot.press("d", "y")
+        table = screen.query_one("#checkpoints-table", DataTable)
+        await wait_until(pilot, lambda: str(ids[0]) not in keys(table), timeout=10, what="the row to go")
+        assert not (workspace / first.path).exists()
+        with Store.open_readonly(workspace) as store:
+            assert [c.id for c in store.checkpoints(run_id)] == ids[1:]
+    assert not app.errors
+
+
+async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_with_checkpoints,
+                                                                 monkeypatch):
+    run_id, ids, _ = run_with_checkpoints
+    launched = []
+    monkeypatch.setattr(data_tasks, "launch_engine", lambda ws, log, *args: launched.append((log, args)))
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await loaded(pilot, screen)
+        await pilot.press("down", "e")
+        assert isinstance(app.screen, EvaluateScreen)
+        assert app.screen.query_one("#evaluate-dataset", Input).value == "arc1/train"
+        assert app.screen.query_one("#evaluate-max-tasks", Input).value == "5"
+        await pilot.press("escape")
+        assert app.screen is screen and not launched
+
+        await pilot.press("e", "enter")
+        await wait_until(pilot, lambda: launched, timeout=10, what="the launch")
+    log, args = launched[0]
+    assert args == ("eval", "--checkpoint", str(ids[1]), "--dataset", "arc1/train", "--max-tasks", "5")
+    assert log == workspace / f"runs/{run_id:04d}/eval-launch.log"
+    assert not app.errors
+
+
+@pytest.mark.slow
+async def test_evaluate_really_starts_an_eval_run(workspace, run_with_checkpoints):
+    """Through a real engine process: the checkpoint files here are not checkpoints, so
+    the eval run it creates fails, saying so — which proves the command line is right."""
+    run_id, ids, _ = run_with_checkpoints
+    before = set(run_ids(workspace))
+    try:
+        data_tasks.evaluate_checkpoint(workspace, ids[0], "arc1/train", 1)
+        new = wait_for(lambda: set(run_ids(workspace)) - before, timeout=60, what="the eval run")
+        with Store.open_readonly(workspace) as store:
+            run = store.get_run(new.pop())
+            assert run.kind == "eval" and run.config["checkpoint_id"] == ids[0]
+            assert run.config["max_tasks"] == 1
+        wait_for(lambda: run_status(workspace, run.id) == "failed",
+                 timeout=90, what="the eval run to fail on the fake checkpoint")
+        with Store.open_readonly(workspace) as store:
+            assert "checkpoint" in (store.get_run(run.id).message or "")
+    finally:
+        stop_all_engines(workspace)
+
+
+async def test_resume_from_the_selected_checkpoint(workspace, run_with_checkpoints, monkeypatch):
+    run_id, ids, _ = run_with_checkpoints
+    launched = []
+    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: launched.append(args))
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, app.screen)
+        await pilot.press("down", "r")
+        await wait_until(pilot, lambda: launched, timeout=10, what="the resume")
+    assert launched == [("resume", str(run_id), "--checkpoint", str(ids[1]))]
+    assert not app.errors
+
+
+async def test_open_tasks_and_compare_two_evaluations(workspace, run_with_checkpoints):
+    run_id, _, evaluations = run_with_checkpoints
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await loaded(pilot, screen)
+        await pilot.press("tab")  # to the evaluations table
+        assert app.focused.id == "evaluations-table"
+        await pilot.press("enter")
+        assert isinstance(app.screen, TasksScreen) and app.screen.evaluation_id == evaluations[0]
+        await pilot.press("escape")
+
+        await pilot.press("c")  # nothing marked, cursor on the first: nothing to compare with
+        assert app.screen is screen
+        await pilot.press("space", "down", "c")
+        assert isinstance(app.screen, CompareScreen)
+        assert (app.screen.evaluation_a, app.screen.evaluation_b) == tuple(evaluations)
+        await wait_until(pilot, lambda: app.screen.comparison is not None, timeout=10, what="compare")
+        assert app.screen.comparison.count("gained") == 1
+    assert not app.errors

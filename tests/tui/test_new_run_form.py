@@ -1,0 +1,142 @@
+"""The new-run form: messages next to wrong values, the engine's verdict shown on its
+field, extract settings, and what a launch hands to the engine."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, Select, Static
+
+from sage_tui import control
+from sage_tui.app import SageApp
+from sage_tui.screens.new_run import NewRunScreen, validate_form, DEFAULTS
+from sage_tui.screens.runs import RunsScreen
+
+from tests.tui.helpers import wait_until
+
+
+def error_text(screen, key: str) -> str:
+    widget = screen.query_one(f"#error-{key}", Static)
+    return str(widget.render()) if widget.display else ""
+
+
+async def open_form(app, pilot) -> NewRunScreen:
+    await pilot.press("n")
+    assert isinstance(app.screen, NewRunScreen)
+    return app.screen
+
+
+async def test_wrong_values_get_a_message_next_to_them(workspace):
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        form.query_one("#lr", Input).value = "fast"
+        form.query_one("#epochs", Input).value = "0"
+        form.query_one("#device", Input).value = "gpu"
+        await pilot.pause()
+        assert "a number" in error_text(form, "lr")
+        assert "at least 1" in error_text(form, "epochs")
+        assert "auto, cpu, cuda or cuda:N" in error_text(form, "device")
+        assert error_text(form, "batch_size") == ""
+        await pilot.press("ctrl+s")
+        assert "fix the 3 marked field" in str(form.query_one("#form-message").render())
+        assert isinstance(app.screen, NewRunScreen)
+
+
+async def test_a_dataset_folder_that_does_not_exist_is_caught(workspace, tmp_path):
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        form.query_one("#dataset", Select).value = "folder"
+        await pilot.pause()
+        assert form.query_one("#row-dataset_folder").display
+        form.query_one("#dataset_folder", Input).value = str(tmp_path / "nowhere")
+        await pilot.pause()
+        assert "no folder at" in error_text(form, "dataset_folder")
+        (tmp_path / "tasks").mkdir()
+        form.query_one("#dataset_folder", Input).value = str(tmp_path / "tasks")
+        await pilot.pause()
+        assert "no .json task files" in error_text(form, "dataset_folder")
+        (tmp_path / "tasks" / "abc.json").write_text("{}")
+        form.query_one("#dataset_folder", Input).value = str(tmp_path / "tasks") + "/"
+        await pilot.pause()
+        assert error_text(form, "dataset_folder") == ""
+
+
+async def test_extract_form_checks_the_teacher_folder(workspace, tmp_path):
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        form.query_one("#kind", Select).value = "extract"
+        await pilot.pause()
+        assert not form.query_one("#row-lr").display and form.query_one("#row-teacher").display
+        assert not form.query_one("#row-teacher_folder").display   # the built-in needs none
+        form.query_one("#teacher", Select).value = "hf"
+        await pilot.pause()
+        form.query_one("#teacher_folder", Input).value = str(tmp_path)
+        await pilot.pause()
+        assert "no config.json" in error_text(form, "teacher_folder")
+
+
+def test_validate_form_builds_train_and_extract_configs(tmp_path):
+    values = dict(DEFAULTS, lr="1e-3", max_tasks="", device="cuda:1", gpus="2")
+    result = validate_form(values, tmp_path, base={"val_every_steps": 50})
+    assert result.errors == {}
+    assert result.gpus == 2 and result.name == "train"
+    assert result.config["lr"] == 0.001 and result.config["max_tasks"] is None
+    assert result.config["val_every_steps"] == 50   # a clone keeps settings the form has no field for
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    values = dict(DEFAULTS, kind="extract", teacher="hf", teacher_folder=str(tmp_path / "model"),
+                  features="arc1-hf", device="cuda:0", name="x")
+    result = validate_form(values, tmp_path)
+    assert result.errors == {}
+    assert result.config["teacher_options"] == {"model_path": str(tmp_path / "model"), "device": "cuda:0"}
+    assert result.config["store"] == "arc1-hf" and "lr" not in result.config
+    assert validate_form(dict(DEFAULTS, gpus="2", device="cpu"), tmp_path).errors["gpus"]
+
+
+async def test_the_engines_refusal_shows_on_its_field(workspace, monkeypatch):
+    started = []
+    monkeypatch.setattr(control, "check_config",
+                        lambda kind, config: control.CheckResult(False, "w_mse", "must not be negative"))
+    monkeypatch.setattr(control, "start_run", lambda *a, **k: started.append(a))
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: "must not be negative" in error_text(form, "w_mse"), timeout=10,
+                         what="the engine's message on w_mse")
+        assert started == []
+        assert isinstance(app.screen, NewRunScreen)
+
+
+async def test_an_unvalidated_extract_still_launches_with_a_warning(workspace, monkeypatch):
+    launched = []
+
+    class FakeRun:
+        id = 7
+
+    monkeypatch.setattr(control, "check_config", lambda kind, config: control.CheckResult(
+        True, validated=False, message="could not validate extract settings"))
+    monkeypatch.setattr(control, "start_run",
+                        lambda ws, kind, name, config, gpus=1: launched.append((kind, name, config, gpus)) or FakeRun)
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        form.query_one("#kind", Select).value = "extract"
+        form.query_one("#name", Input).value = "feats"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=10, what="the form to close")
+        assert launched[0][:2] == ("extract", "feats")
+        assert launched[0][2]["teacher"] == "builtin"
+        messages = [n.message for n in app._notifications]
+        assert "could not validate extract settings" in messages and "run 7 started" in messages
+
+
+def test_check_config_asks_the_real_engine():
+    verdict = control.check_config("train", {"lr": 2})
+    assert (verdict.ok, verdict.field) == (False, "lr")
+    assert control.check_config("train", {"epochs": 3}).ok
+    # Extract checks may not exist in this engine yet: either a verdict or "could not validate".
+    verdict = control.check_config("extract", {"batch_size": 0})
+    assert (not verdict.ok and verdict.field) or (verdict.ok and not verdict.validated)

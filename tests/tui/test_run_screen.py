@@ -1,0 +1,191 @@
+"""The run screen on a frozen workspace: grouped curves, smoothing, x axis, window,
+overlay, the system panel with and without GPUs, events and config."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from textual.widgets import SelectionList
+
+from db import sysinfo
+from db.processes import HOST
+from db.store import Store
+from sage_tui.app import SageApp
+from sage_tui.screens.run import OverlayPicker, RunScreen
+from sage_tui.widgets.curve import CurvePlot
+from sage_tui.widgets.system import SystemPanel
+
+from tests.tui.fixtures import FrozenClock, build_frozen_workspace
+from tests.tui.helpers import wait_until
+
+
+@pytest.fixture
+def frozen(tmp_path):
+    return build_frozen_workspace(tmp_path / "workspace")
+
+
+async def open_run(app, pilot, run_id: int = 2) -> RunScreen:
+    await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), timeout=10, what="the run screen")
+    screen = app.screen
+    await wait_until(pilot, lambda: screen.series.get((run_id, "loss")) is not None
+                     and screen.series[(run_id, "loss")].steps, timeout=10, what="the loss curve")
+    return screen
+
+
+def plot_keys(screen) -> list[str]:
+    return [plot.key for plot in screen.query(CurvePlot)]
+
+
+async def test_curves_are_grouped_and_every_key_reaches_a_group(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        assert plot_keys(screen) == ["loss", "loss_cosine", "loss_mse", "loss_task"]
+        seen = set(plot_keys(screen))
+        for expected in (["cell_acc", "exact", "fg_acc", "val_cell_acc", "val_pass2"],
+                         ["epoch", "grad_norm", "lr"], ["examples_per_s"]):
+            await pilot.press("g")
+            await wait_until(pilot, lambda: plot_keys(screen) == expected, timeout=5,
+                             what=f"the group {expected}")
+            await wait_until(pilot, lambda: all((2, k) in screen.series for k in expected), timeout=5,
+                             what="the group's series")
+            seen |= set(expected)
+        assert seen == set(screen.keys)
+        await pilot.press("g")
+        assert plot_keys(screen)[0] == "loss"
+
+
+async def test_latest_and_best_beside_each_plot(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        loss = screen.series[(2, "loss")]
+        # Downsampled to two points per column, first and last kept, each bucket's
+        # extremes kept: the best value survives.
+        assert len(loss.steps) <= 2 * 80 + 2
+        assert loss.steps[0] == 1 and loss.steps[-1] == 300
+        with Store.open_readonly(frozen) as store:
+            every = store.read_metrics_after(2, "loss")
+        assert min(loss.values) == min(every.values)
+        title = screen.query_one("#plot-loss", CurvePlot).title_text()
+        assert title == f"loss  latest {every.values[-1]:.4g}  best {min(every.values):.4g}"
+
+
+async def test_smoothing_x_axis_and_window_controls(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        plot = screen.query_one("#plot-loss", CurvePlot)
+        assert screen.settings.smoothing == 0.6
+        await pilot.press("plus", "plus", "plus", "plus")
+        assert screen.settings.smoothing == 0.99
+        await pilot.press("minus")
+        assert screen.settings.smoothing == pytest.approx(0.89)
+        await pilot.press("m")
+        assert screen.settings.smoothing == 0
+        await pilot.press("m")
+        assert screen.settings.smoothing == pytest.approx(0.89)
+        controls = str(screen.query_one("#curve-controls").render())
+        assert "smooth 0.9" in controls
+
+        await pilot.press("x")   # epoch: needs the epoch series
+        await wait_until(pilot, lambda: (2, "epoch") in screen.series, timeout=5, what="the epoch series")
+        x, label = plot.x_values(plot.lines[0])
+        assert label == "epoch" and x[-1] == pytest.approx(6.0)
+        await pilot.press("x")
+        x, label = plot.x_values(plot.lines[0])
+        assert label == "minutes" and x[-1] == pytest.approx(299 * 2 / 60)
+        await pilot.press("x")
+        assert screen.settings.x_axis == "step"
+
+        await pilot.press("w")   # last 100 steps: read afresh from step 200
+        assert screen.settings.window == 100
+        await wait_until(pilot, lambda: screen.series.get((2, "loss")) is not None, timeout=5,
+                         what="the windowed series")
+        assert screen.series[(2, "loss")].steps[0] == 200
+        xs, _, _ = plot.points(plot.lines[0], plot.lines[0].series.values, 300 - 100)
+        assert min(xs) >= 200
+
+
+async def test_overlay_another_run(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        await wait_until(pilot, lambda: app.run_rows, timeout=5, what="the runs")
+        await pilot.press("o")
+        assert isinstance(app.screen, OverlayPicker)
+        options = app.screen.query_one(SelectionList)
+        assert 2 not in [options.get_option_at_index(i).value for i in range(options.option_count)]
+        await pilot.press("space")     # toggles the first: run 6
+        await pilot.press("space")     # and back off
+        app.screen.query_one(SelectionList).select(1)
+        await pilot.press("enter")
+        assert screen.overlay_ids == [1]
+        await wait_until(pilot, lambda: (1, "loss") in screen.series, timeout=5, what="run 1's loss")
+        plot = screen.query_one("#plot-loss", CurvePlot)
+        await wait_until(pilot, lambda: len(plot.lines) == 2, timeout=5, what="two lines")
+        assert [line.label for line in plot.lines] == ["run 2", "run 1"]
+        assert "overlay:1" in str(screen.query_one("#curve-controls").render())
+
+
+async def test_system_tab_without_nvml_says_so_and_shows_the_rest(frozen, monkeypatch):
+    monkeypatch.setattr(sysinfo, "gpus", lambda: [])
+    monkeypatch.setattr(sysinfo, "nvml_reason", lambda: "NVML unavailable (no driver)")
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        await pilot.press("2")
+        panel = screen.query_one(SystemPanel)
+        await wait_until(pilot, lambda: panel.snapshot is not None, timeout=10, what="the system panel")
+        text = "\n".join(line.plain for line in panel.render_snapshot(panel.snapshot).renderables)
+        assert "no GPU panel: NVML unavailable (no driver)" in text
+        assert "CPU" in text and "RAM" in text and "Disk" in text
+        assert "allocated 40.0 GB" in text          # the engine's torch gauges, from the database
+        assert len(panel.snapshot.history["gpu0_util_pct"]) == 60   # history recorded by the engine
+
+
+async def test_system_tab_marks_our_engine_among_gpu_processes(frozen, monkeypatch):
+    # This test process plays the engine of run 2: same pid, host and start time.
+    import psutil
+    me = psutil.Process()
+    with Store.open(frozen) as store:
+        store.update_run(2, pid=os.getpid(), host=HOST, proc_start_time=me.create_time())
+    fake = sysinfo.GpuInfo(0, "NVIDIA H100 80GB HBM3", 87.0, 61_000.0, 81_559.0, 64.0, 420.0, 700.0,
+                           [sysinfo.GpuProcess(os.getpid(), 40_960.0), sysinfo.GpuProcess(1, 512.0)])
+    monkeypatch.setattr(sysinfo, "gpus", lambda: [fake])
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        await pilot.press("2")
+        panel = screen.query_one(SystemPanel)
+        await wait_until(pilot, lambda: panel.snapshot is not None, timeout=10, what="the system panel")
+        lines = [line.plain for line in panel.render_snapshot(panel.snapshot).renderables]
+        text = "\n".join(lines)
+        assert "GPU0 NVIDIA H100 80GB HBM3" in text and "util   87%" in text
+        assert "VRAM 59.6/79.6 GB" in text and "64°C" in text and "420/700 W" in text
+        ours = [line for line in lines if f"pid {os.getpid()}" in line]
+        assert ours and "engine of run 2" in ours[0]
+        theirs = [line for line in lines if "pid 1 " in line]
+        assert theirs and "engine" not in theirs[0]
+
+
+async def test_events_and_config_tabs(frozen):
+    app = SageApp(frozen, open_run=1, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot, run_id=1)
+        await pilot.press("3")
+        events = screen.query_one("#events")
+        assert [line.text.split()[1] for line in events.lines] == ["started", "checkpoint", "finished"]
+        await pilot.press("5")
+        assert "lr = 0.003" in str(screen.query_one("#config").render())
+
+
+async def test_checkpoints_key_reaches_the_app_hook(frozen, monkeypatch):
+    opened = []
+    monkeypatch.setattr(SageApp, "open_checkpoints", lambda self, run_id: opened.append(run_id))
+    app = SageApp(frozen, open_run=1, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_run(app, pilot, run_id=1)
+        await pilot.press("c")
+        assert opened == [1]

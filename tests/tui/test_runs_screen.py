@@ -1,0 +1,181 @@
+"""The runs screen on a frozen workspace: columns, filters, delete, clone, log, help,
+command palette and the notification when a live run is found dead."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from db.store import Store
+from sage_tui.app import SageApp
+from sage_tui.screens.confirm import ConfirmScreen
+from sage_tui.screens.help import HelpScreen
+from sage_tui.screens.new_run import NewRunScreen
+from sage_tui.screens.run import RunScreen
+from sage_tui.screens.runs import RunsScreen
+
+from tests.tui.fixtures import FrozenClock, build_frozen_workspace
+from tests.tui.helpers import wait_until
+
+
+@pytest.fixture
+def frozen(tmp_path):
+    return build_frozen_workspace(tmp_path / "workspace")
+
+
+def table_of(app) -> DataTable:
+    return app.screen.query_one(DataTable)
+
+
+def column(app, name: str) -> list[str]:
+    table = table_of(app)
+    return [str(table.get_cell(row_key, name)) for row_key in table.rows]
+
+
+async def loaded(app, pilot, rows: int = 6):
+    await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and table_of(app).row_count == rows,
+                     timeout=10, what=f"{rows} rows in the runs table")
+
+
+async def test_every_run_shows_kind_status_progress_and_best(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        assert column(app, "name") == ["queued-next", "lr-sweep-1e-3", "oom-crash", "extract-arc1",
+                                       "distill-gr00t", "baseline-tiny"]
+        assert column(app, "status") == ["queued", "stopped", "failed", "finished", "running", "finished"]
+        assert column(app, "kind")[3] == "extract"
+        assert column(app, "prog")[4] == "30%"
+        assert column(app, "ETA")[4] == "1h10m"
+        assert column(app, "best")[5] == "0.50"
+        assert column(app, "epoch")[4] == "6.0"
+        assert column(app, "device")[4] == "cuda:0"
+        assert column(app, "updated")[4] == "2s ago"
+
+
+async def test_filter_by_text_and_by_status(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("slash", *"sweep")
+        assert app.screen.query_one(Input).has_focus
+        assert column(app, "name") == ["lr-sweep-1e-3"]
+        await pilot.press("enter")  # back to the table
+        assert table_of(app).has_focus
+        app.screen.query_one(Input).value = ""
+        await pilot.pause()
+        await pilot.press("f", "f")   # all -> running -> queued
+        assert column(app, "name") == ["queued-next"]
+        await pilot.press("f")        # stopped
+        assert column(app, "status") == ["stopped"]
+
+
+async def test_delete_asks_first_then_removes_rows_and_files(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    run_folder = frozen / "runs" / "0004"
+    assert run_folder.exists()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("down", "down", "d")   # oom-crash (failed)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("d", "y")
+        await loaded(app, pilot, rows=5)
+        assert "oom-crash" not in column(app, "name")
+    assert not run_folder.exists()
+    with Store.open_readonly(frozen) as store:
+        assert [r.name for r in store.list_runs()].count("oom-crash") == 0
+        assert store.read_metrics_after(4, "loss").steps == []
+
+
+async def test_delete_refuses_a_live_run(frozen):
+    with Store.open(frozen) as store:
+        store.update_run(6, created_at=time.time())   # queued just now: its engine may come up
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("d", "y")
+        await wait_until(pilot, lambda: any("stop it before deleting" in n.message
+                                            for n in app._notifications), timeout=10,
+                         what="the refusal")
+        assert table_of(app).row_count == 6
+
+
+async def test_clone_opens_the_form_with_the_runs_settings(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("down", "c")   # lr-sweep-1e-3
+        assert isinstance(app.screen, NewRunScreen)
+        assert app.screen.query_one("#lr", Input).value == "0.001"
+        assert app.screen.query_one("#name", Input).value == "lr-sweep-1e-3-copy"
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_log_key_opens_a_failed_runs_log_with_the_traceback_marked(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("down", "down", "l")   # oom-crash
+        assert isinstance(app.screen, RunScreen)
+        screen = app.screen
+        await wait_until(pilot, lambda: "OutOfMemoryError" in screen.log_text, timeout=10, what="the log")
+        await wait_until(pilot, lambda: "OutOfMemoryError" in str(screen.query_one("#run-status").render()),
+                         timeout=10, what="the failure reason in the status line")
+        log = screen.query_one("#log")
+        styled = [strip for strip in log.lines if "OutOfMemoryError" in strip.text]
+        assert styled and any(segment.style and segment.style.color and segment.style.color.name == "red"
+                              for segment in styled[0])
+
+
+async def test_a_running_run_whose_heartbeat_goes_stale_is_crashed_and_notified(frozen):
+    clock = FrozenClock()
+    app = SageApp(frozen, clock=clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        assert column(app, "status")[4] == "running"
+        clock.now += 31   # the engine on the other host has been silent for 33 s
+        await wait_until(pilot, lambda: column(app, "status")[4] == "crashed", timeout=10,
+                         what="the run marked crashed")
+        await wait_until(pilot, lambda: any("distill-gr00t crashed" in n.message for n in app._notifications),
+                         timeout=5, what="the crash notification")
+
+
+async def test_help_lists_the_screens_keys(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.keys_table().columns[1]._cells)
+        for description in ("New", "Stop", "Resume", "Clone", "Delete", "Filter"):
+            assert description in text
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_command_palette_opens_a_run(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("ctrl+p", *"open run 1 base")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), timeout=5, what="the run screen")
+        assert app.screen.run_id == 1
+
+
+async def test_enter_opens_and_escape_returns(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("enter")
+        assert isinstance(app.screen, RunScreen) and app.screen.run_id == 6
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("y")
+        assert type(app.screen).__name__ == "SystemScreen"

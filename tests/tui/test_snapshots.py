@@ -1,0 +1,85 @@
+"""Snapshots of the main screens at 80x24 and 160x48, from a frozen workspace at a
+fixed path and a frozen clock (no live engine, nothing clock-dependent on screen).
+Regenerate after a deliberate change with: pytest tests/tui/test_snapshots.py --snapshot-update"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from sage_tui.app import SageApp
+from sage_tui.screens.run import RunScreen
+from sage_tui.screens.runs import RunsScreen
+
+from tests.tui.fixtures import FrozenClock, build_frozen_workspace
+from tests.tui.helpers import wait_until
+
+SNAPSHOT_WORKSPACE = Path("/tmp/sage-tui-snapshots/workspace")
+SIZES = [(80, 24), (160, 48)]
+
+
+@pytest.fixture
+def frozen_app(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    shutil.rmtree(SNAPSHOT_WORKSPACE, ignore_errors=True)
+    build_frozen_workspace(SNAPSHOT_WORKSPACE)
+
+    def make(open_run: int | None = None) -> SageApp:
+        return SageApp(SNAPSHOT_WORKSPACE, open_run=open_run, clock=FrozenClock())
+
+    yield make
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_runs_screen(snap_compare, frozen_app, size):
+    app = frozen_app()
+
+    async def loaded(pilot):
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.shown,
+                         timeout=10, what="the runs")
+
+    assert snap_compare(app, terminal_size=size, run_before=loaded)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_run_screen_curves(snap_compare, frozen_app, size):
+    app = frozen_app(open_run=2)
+
+    async def loaded(pilot):
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.plotted_keys
+                         and all((2, k) in app.screen.series for k in app.screen.plotted_keys),
+                         timeout=10, what="the curves")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=loaded)
+
+
+def test_new_run_form(snap_compare, frozen_app):
+    app = frozen_app()
+
+    async def opened(pilot):
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.shown,
+                         timeout=10, what="the runs")
+        await pilot.press("n")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=opened)
+
+
+def test_failed_run_status_and_log(snap_compare, frozen_app):
+    app = frozen_app(open_run=4)
+
+    async def loaded(pilot):
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.reason,
+                         timeout=10, what="the failure reason")
+        await pilot.press("l")
+        await wait_until(pilot, lambda: app.screen.log_text, timeout=10, what="the log")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)

