@@ -181,7 +181,7 @@ def main() -> None:
     start = time.perf_counter()
     result = engine(workspace, "extract", "--dataset", "arc1/train", "--teacher", "builtin",
                     "--teacher-option", "dim=2048", "--teacher-option", "device=cuda",
-                    "--store", "gpu2048", "--max-tasks", "60", "--batch-size", "64")
+                    "--store", "gpu2048", "--max-tasks", "70", "--batch-size", "64")
     RESULTS["extract_s"] = time.perf_counter() - start
     print(f"\n== extraction: exit {result.returncode} in {RESULTS['extract_s']:.1f} s ==")
     print("\n".join(result.stderr.splitlines()[-3:]))
