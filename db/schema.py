@@ -143,7 +143,44 @@ CREATE TABLE task_demos (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [MIGRATION_V1, MIGRATION_V2, MIGRATION_V3]
+MIGRATION_V4 = """
+-- Min and max of each metric over blocks of 1024 steps, kept up to date as rows are
+-- written, so a plot of a million-step series reads a thousand rows, spikes included.
+CREATE TABLE metric_blocks (
+    run_id INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    block INTEGER NOT NULL,             -- step >> 10
+    min_step INTEGER,
+    min_value REAL,
+    min_wall REAL,
+    max_step INTEGER,
+    max_value REAL,
+    max_wall REAL,
+    PRIMARY KEY (run_id, key_id, block)
+) WITHOUT ROWID;
+INSERT INTO metric_blocks (run_id, key_id, block)
+    SELECT DISTINCT run_id, key_id, step >> 10 FROM metrics;
+UPDATE metric_blocks SET
+    min_step = (SELECT m.step FROM metrics m WHERE m.run_id = metric_blocks.run_id
+                  AND m.key_id = metric_blocks.key_id
+                  AND m.step BETWEEN metric_blocks.block * 1024 AND metric_blocks.block * 1024 + 1023
+                  AND m.value IS NOT NULL ORDER BY m.value ASC LIMIT 1),
+    max_step = (SELECT m.step FROM metrics m WHERE m.run_id = metric_blocks.run_id
+                  AND m.key_id = metric_blocks.key_id
+                  AND m.step BETWEEN metric_blocks.block * 1024 AND metric_blocks.block * 1024 + 1023
+                  AND m.value IS NOT NULL ORDER BY m.value DESC LIMIT 1);
+UPDATE metric_blocks SET
+    min_value = (SELECT value FROM metrics m WHERE m.run_id = metric_blocks.run_id
+                   AND m.key_id = metric_blocks.key_id AND m.step = metric_blocks.min_step),
+    min_wall = (SELECT wall_time FROM metrics m WHERE m.run_id = metric_blocks.run_id
+                   AND m.key_id = metric_blocks.key_id AND m.step = metric_blocks.min_step),
+    max_value = (SELECT value FROM metrics m WHERE m.run_id = metric_blocks.run_id
+                   AND m.key_id = metric_blocks.key_id AND m.step = metric_blocks.max_step),
+    max_wall = (SELECT wall_time FROM metrics m WHERE m.run_id = metric_blocks.run_id
+                   AND m.key_id = metric_blocks.key_id AND m.step = metric_blocks.max_step);
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_V1, MIGRATION_V2, MIGRATION_V3, MIGRATION_V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

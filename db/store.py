@@ -305,12 +305,15 @@ class Store:
         """Write (key, step, value, wall_time) rows in one transaction; returns the count.
 
         A row for a (key, step) that exists replaces it, so a step never appears twice.
+        The per-block minimum and maximum (metric_blocks) are updated in the same
+        transaction.
         """
         encoded = [(run_id, self.key_id(key), step, value, wall) for key, step, value, wall in rows]
         with self.transaction():
             self.conn.executemany(
                 "INSERT OR REPLACE INTO metrics (run_id, key_id, step, value, wall_time) "
                 "VALUES (?, ?, ?, ?, ?)", encoded)
+            self.conn.executemany(_UPSERT_BLOCK, _block_extremes(encoded))
         return len(encoded)
 
     def truncate_metrics_after(self, run_id: int, step: int) -> int:
@@ -319,6 +322,14 @@ class Store:
         with self.transaction():
             deleted = self.conn.execute(
                 "DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step)).rowcount
+            boundary = step >> BLOCK_SHIFT
+            self.conn.execute("DELETE FROM metric_blocks WHERE run_id = ? AND block >= ?",
+                              (run_id, boundary))
+            # The block holding the resume point keeps its rows up to it: summarise them again.
+            kept = self.conn.execute(
+                "SELECT ?, key_id, step, value, wall_time FROM metrics WHERE run_id = ? AND step >= ?",
+                (run_id, run_id, boundary << BLOCK_SHIFT)).fetchall()
+            self.conn.executemany(_UPSERT_BLOCK, _block_extremes([tuple(r) for r in kept]))
             self.conn.execute(
                 "UPDATE runs SET metrics_revision = metrics_revision + 1, step = ? WHERE id = ?",
                 (step, run_id))
@@ -371,46 +382,47 @@ class Store:
     def read_series_downsampled(self, run_id: int, key: str, points: int,
                                 step_min: int | None = None,
                                 step_max: int | None = None) -> SeriesChunk:
-        """At most about ``points`` rows of one key, bucketed by step in SQL.
+        """At most about ``points`` rows of one key, for a plot of ``points`` pixels.
 
-        Each bucket keeps its minimum and its maximum (so a spike survives), and the last
-        row of the range is always kept (so the live end of a curve does not jump).
+        Steps are cut into ``points / 2`` buckets; each keeps its minimum and its maximum
+        (so a spike survives) and the last row of the range is always kept (so the live
+        end of a curve does not jump). A short range is read row by row; a long one from
+        the per-block extremes in metric_blocks, plus the rows of its two edge blocks, so
+        a million-step series costs about a thousand rows.
         """
         revision = self._revision(run_id)
         try:
             key_id = self.key_id(key)
         except KeyError:
             return SeriesChunk([], [], [], revision)
-        lo, hi, count = self.conn.execute(
-            "SELECT MIN(step), MAX(step), COUNT(*) FROM metrics WHERE run_id = ? AND key_id = ? "
-            "AND step >= ? AND step <= ?",
-            (run_id, key_id, -1 if step_min is None else step_min,
-             2**62 if step_max is None else step_max)).fetchone()
-        if not count:
+        where = "run_id = ? AND key_id = ? AND step >= ? AND step <= ?"
+        bounds = (run_id, key_id, -1 if step_min is None else step_min,
+                  2**62 if step_max is None else step_max)
+        # Two queries: SQLite answers a lone MIN() or MAX() with one index seek each,
+        # but scans the whole range when both share a SELECT.
+        lo = self.conn.execute(f"SELECT MIN(step) FROM metrics WHERE {where}", bounds).fetchone()[0]
+        hi = self.conn.execute(f"SELECT MAX(step) FROM metrics WHERE {where}", bounds).fetchone()[0]
+        if lo is None:
             return SeriesChunk([], [], [], revision)
-        if count <= points:
-            rows = self.conn.execute(
-                "SELECT step, value, wall_time FROM metrics WHERE run_id = ? AND key_id = ? "
-                "AND step >= ? AND step <= ? ORDER BY step", (run_id, key_id, lo, hi)).fetchall()
+        raw = f"SELECT step, value, wall_time FROM metrics WHERE {where} ORDER BY step"
+        first_block, last_block = lo >> BLOCK_SHIFT, hi >> BLOCK_SHIFT
+        def rows(first: int, last: int) -> list[tuple]:
+            return [tuple(r) for r in self.conn.execute(raw, (run_id, key_id, first, last))]
+
+        if last_block - first_block < 2 or hi - lo < RAW_READ_STEPS:
+            candidates = rows(lo, hi)
         else:
-            buckets = max(1, points // 2)  # two rows (min and max) per bucket
-            # SQLite returns the other columns of the row holding MIN()/MAX() ("bare columns").
-            rows = self.conn.execute(
-                """
-                SELECT step, MIN(value), wall_time FROM metrics
-                 WHERE run_id = :run AND key_id = :key AND step >= :lo AND step <= :hi
-                 GROUP BY (step - :lo) * :buckets / (:hi - :lo + 1)
-                UNION
-                SELECT step, MAX(value), wall_time FROM metrics
-                 WHERE run_id = :run AND key_id = :key AND step >= :lo AND step <= :hi
-                 GROUP BY (step - :lo) * :buckets / (:hi - :lo + 1)
-                UNION
-                SELECT step, value, wall_time FROM metrics
-                 WHERE run_id = :run AND key_id = :key AND step = :hi
-                ORDER BY 1
-                """,
-                {"run": run_id, "key": key_id, "lo": lo, "hi": hi, "buckets": buckets}).fetchall()
-        return SeriesChunk([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], revision)
+            inner_lo, inner_hi = (first_block + 1) << BLOCK_SHIFT, last_block << BLOCK_SHIFT
+            candidates = rows(lo, inner_lo - 1)
+            for block in self.conn.execute(
+                    "SELECT min_step, min_value, min_wall, max_step, max_value, max_wall "
+                    "FROM metric_blocks WHERE run_id = ? AND key_id = ? AND block > ? AND block < ?",
+                    (run_id, key_id, first_block, last_block)):
+                if block[0] is not None:
+                    candidates += [tuple(block[0:3]), tuple(block[3:6])]
+            candidates += rows(inner_hi, hi)
+        kept = _min_max_buckets(sorted(set(candidates)), lo, hi, max(1, points // 2))
+        return SeriesChunk([r[0] for r in kept], [r[1] for r in kept], [r[2] for r in kept], revision)
 
     # ----------------------------------------------------------------- events
     def add_event(self, run_id: int, kind: str, message: str, data: dict | None = None) -> None:
@@ -572,6 +584,70 @@ class Store:
             return {}
         return {r[0]: r[1] for r in self.conn.execute(
             "SELECT key, value FROM system_samples WHERE run_id = ? AND t = ?", (run_id, row[0]))}
+
+
+BLOCK_SHIFT = 10          # metric_blocks summarise 1024 steps each
+RAW_READ_STEPS = 16_384   # ranges shorter than this are read row by row
+
+_UPSERT_BLOCK = """
+INSERT INTO metric_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, key_id, block) DO UPDATE SET
+    min_step = CASE WHEN min_value IS NULL OR excluded.min_value < min_value
+                    THEN excluded.min_step ELSE min_step END,
+    min_wall = CASE WHEN min_value IS NULL OR excluded.min_value < min_value
+                    THEN excluded.min_wall ELSE min_wall END,
+    min_value = CASE WHEN min_value IS NULL OR excluded.min_value < min_value
+                     THEN excluded.min_value ELSE min_value END,
+    max_step = CASE WHEN max_value IS NULL OR excluded.max_value > max_value
+                    THEN excluded.max_step ELSE max_step END,
+    max_wall = CASE WHEN max_value IS NULL OR excluded.max_value > max_value
+                    THEN excluded.max_wall ELSE max_wall END,
+    max_value = CASE WHEN max_value IS NULL OR excluded.max_value > max_value
+                     THEN excluded.max_value ELSE max_value END
+"""
+
+
+def _block_extremes(rows: list[tuple]) -> list[tuple]:
+    """(run, key, block, min_step, min, min_wall, max_step, max, max_wall) for each block
+    touched by ``rows`` of (run, key, step, value, wall). All CASEs in the upsert read the
+    row's old values, so the comparisons stay consistent."""
+    extremes: dict[tuple[int, int, int], list] = {}
+    for run_id, key_id, step, value, wall in rows:
+        if value is None or value != value:  # NULL and NaN are not extremes
+            continue
+        slot = (run_id, key_id, step >> BLOCK_SHIFT)
+        found = extremes.get(slot)
+        if found is None:
+            extremes[slot] = [step, value, wall, step, value, wall]
+            continue
+        if value < found[1]:
+            found[0:3] = step, value, wall
+        if value > found[4]:
+            found[3:6] = step, value, wall
+    return [(*slot, *found) for slot, found in extremes.items()]
+
+
+def _min_max_buckets(rows: list, lo: int, hi: int, buckets: int) -> list:
+    """Rows (step, value, wall) sorted by step → each bucket's min and max row, plus the
+    last row."""
+    if len(rows) <= 2 * buckets:
+        return rows
+    span = hi - lo + 1
+    best: dict[int, list] = {}
+    for row in rows:
+        if row[1] is None:
+            continue
+        bucket = (row[0] - lo) * buckets // span
+        found = best.get(bucket)
+        if found is None:
+            best[bucket] = [row, row]
+        elif row[1] < found[0][1]:
+            found[0] = row
+        elif row[1] > found[1][1]:
+            found[1] = row
+    kept = {row for pair in best.values() for row in pair}
+    kept.add(rows[-1])
+    return sorted(kept)
 
 
 class _Transaction:

@@ -314,7 +314,8 @@ def _handle_oom(ctx: RunContext, cfg: TrainConfig, device: torch.device, exc: Ex
     try:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        checkpoint("oom", last_metrics)  # the state of the last completed step
+        if step > 0:  # the state of the last completed step; at step 0 there is none
+            checkpoint("oom", last_metrics)
     except Exception as save_error:  # memory may be too tight even for this
         ctx.event("warning", f"could not write a checkpoint after the OOM: {save_error}")
     raise JobFailed(hint) from exc

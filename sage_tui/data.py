@@ -9,19 +9,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 from db import sysinfo
 from db.processes import HOST, effective_status, process_matches
 from db.store import Event, Run, SeriesChunk, Store
-from sage_tui.series import downsample
 
 BEST_KEY = "val_pass2"
-# A first load reads every row up to this many; past it, it samples runs of rows spread
-# over the whole range (index seeks), so opening a million-step run stays fast.
+# Live refreshes append the rows after the held cursor; a series holding more than this
+# many rows is read again downsampled instead (db's block summaries make that cheap).
 FULL_READ_ROWS = 20_000
-SAMPLED_ROWS = 8_000
 
 # Curves are grouped the way a researcher reads them; a key lands in the first group
 # whose test matches it, and anything unknown in "other".
@@ -103,57 +100,6 @@ class RunSnapshot:
     reason: str | None = None     # why a failed or crashed run ended, from its log
 
 
-def read_plot_series(store: Store, run_id: int, key: str, points: int, revision: int,
-                     step_min: int | None = None) -> SeriesChunk:
-    """At most about ``points`` rows of one key for a plot: each bucket keeps its min and
-    max and the last row is always kept. Short series are read whole; long ones are
-    sampled bucket by bucket with index seeks, so the cost does not grow with length."""
-    try:
-        key_id = store.key_id(key)
-    except KeyError:
-        return SeriesChunk([], [], [], revision)
-    where = "run_id = ? AND key_id = ? AND step >= ?"
-    params = (run_id, key_id, -1 if step_min is None else step_min)
-    count = store.conn.execute(
-        f"SELECT COUNT(*) FROM (SELECT 1 FROM metrics WHERE {where} LIMIT {FULL_READ_ROWS + 1})",
-        params).fetchone()[0]
-    if count <= FULL_READ_ROWS:
-        rows = store.conn.execute(
-            f"SELECT step, value, wall_time FROM metrics WHERE {where} ORDER BY step", params).fetchall()
-    else:
-        rows = _sample_rows(store, where, params, points)
-    if not rows:
-        return SeriesChunk([], [], [], revision)
-    steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    values = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), dtype=float, count=len(rows))
-    walls = np.fromiter((r[2] for r in rows), dtype=float, count=len(rows))
-    index = np.arange(len(rows))
-    kept, _ = downsample(index, values, points)
-    return SeriesChunk(steps[kept].tolist(), values[kept].tolist(), walls[kept].tolist(), revision)
-
-
-def _sample_rows(store: Store, where: str, params: tuple, points: int) -> list:
-    """A run of rows from the start of each bucket, all in one query (index seeks)."""
-    lo = store.conn.execute(f"SELECT MIN(step) FROM metrics WHERE {where}", params).fetchone()[0]
-    hi = store.conn.execute(f"SELECT MAX(step) FROM metrics WHERE {where}", params).fetchone()[0]
-    buckets = max(1, min(400, points // 2))  # SQLite allows 500 terms in one compound query
-    per_bucket = max(2, SAMPLED_ROWS // buckets)
-    parts, values = [], []
-    for bucket in range(buckets):
-        start = lo + (hi - lo + 1) * bucket // buckets
-        end = lo + (hi - lo + 1) * (bucket + 1) // buckets
-        parts.append(f"SELECT * FROM (SELECT step, value, wall_time FROM metrics WHERE {where} "
-                     f"AND step < ? ORDER BY step LIMIT {per_bucket})")
-        values.extend((*params[:2], start, end))
-    rows = store.conn.execute(" UNION ALL ".join(parts), values).fetchall()
-    last = store.conn.execute(
-        f"SELECT step, value, wall_time FROM metrics WHERE {where} ORDER BY step DESC LIMIT 1",
-        params).fetchone()
-    if rows[-1][0] != last[0]:
-        rows.append(last)
-    return rows
-
-
 def load_run(workspace: Path, run_id: int, requests: list[SeriesRequest], points: int,
              events_after: int, overlay_ids: tuple[int, ...] = (), now: float | None = None,
              first_group: bool = False) -> RunSnapshot:
@@ -184,8 +130,8 @@ def load_run(workspace: Path, run_id: int, requests: list[SeriesRequest], points
                         updates.append(SeriesUpdate(request.run_id, request.key, chunk, reset=False))
                     continue
             # Nothing held, rows replaced, or so many new rows that a fresh sample is cheaper.
-            chunk = read_plot_series(store, request.run_id, request.key, points, revision,
-                                     request.step_min)
+            chunk = store.read_series_downsampled(request.run_id, request.key, points,
+                                                  step_min=request.step_min)
             updates.append(SeriesUpdate(request.run_id, request.key, chunk, reset=True))
         snapshot = RunSnapshot(rows, keys, updates,
                                store.events(run_id, after_id=events_after))

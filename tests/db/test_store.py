@@ -189,3 +189,35 @@ def test_a_stop_request_left_by_a_previous_engine_is_void_for_the_next(store):
     store.finish_run(run.id, "stopped")
     store.mark_running(run.id, pid=2, host="h", proc_start_time=2.0)  # resumed
     assert store.pending_control(run.id) == []
+
+
+def test_block_summaries_follow_a_resume_truncation(store):
+    run = store.create_run("r", "train", {})
+    rows = [("loss", s, 100.0 if s == 40_500 else 1.0 + (s % 7) / 100, float(s)) for s in range(50_000)]
+    store.append_metrics(run.id, rows)
+    assert 100.0 in store.read_series_downsampled(run.id, "loss", points=100).values
+    store.truncate_metrics_after(run.id, 40_200)   # the spike was logged after the resume point
+    chunk = store.read_series_downsampled(run.id, "loss", points=100)
+    assert 100.0 not in chunk.values and chunk.steps[-1] == 40_200
+    # Rewritten steps after the resume point summarise again.
+    store.append_metrics(run.id, [("loss", s, -5.0 if s == 45_000 else 1.0, float(s)) for s in range(40_201, 50_000)])
+    chunk = store.read_series_downsampled(run.id, "loss", points=100)
+    assert (45_000, -5.0) in zip(chunk.steps, chunk.values) and 100.0 not in chunk.values
+
+
+def test_migration_summarises_metrics_written_before_blocks_existed(tmp_path):
+    workspace = tmp_path / "v3"
+    workspace.mkdir()
+    conn = sqlite3.connect(db_path(workspace), isolation_level=None)
+    migrate(conn, target=3)
+    conn.execute("INSERT INTO runs (name, kind, status, created_at) VALUES ('old', 'train', 'finished', 1.0)")
+    conn.execute("INSERT INTO metric_keys (name) VALUES ('loss')")
+    with conn:  # one transaction
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO metrics VALUES (1, 1, ?, ?, ?)",
+                         [(s, 9.0 if s == 33_333 else 1.0, float(s)) for s in range(60_000)])
+    conn.close()
+    with Store.open(workspace) as store:
+        chunk = store.read_series_downsampled(1, "loss", points=50)
+    assert (33_333, 9.0) in zip(chunk.steps, chunk.values)
+    assert len(chunk.steps) <= 52 and chunk.steps[-1] == 59_999
