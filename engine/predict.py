@@ -19,6 +19,7 @@ from engine.encoding import build_example, collate, decode_prediction
 from engine.scoring import grid_cell_accuracy, score_submission
 
 PREDICT_BATCH = 32
+PREDICT_TOKENS = 16_384   # padded tokens per prediction batch
 
 
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
@@ -101,23 +102,38 @@ def _augmentations(votes: int, seed: int) -> list[tuple[int, np.ndarray]]:
 @torch.no_grad()
 def predict_grids(model, queries: list[tuple[ArcTask, str, int]], max_demos: int,
                   device: torch.device, features=None) -> list[np.ndarray]:
-    """One predicted grid per query, batched."""
-    grids: list[np.ndarray] = []
+    """One predicted grid per query. Queries are batched by length under a token budget,
+    so a batch of 30x30 tasks (thousands of tokens each) does not exhaust memory and a
+    batch of small ones is not padded to the longest."""
+    examples = [build_example(t, k, i, max_demos) for t, k, i in queries]
+    order = sorted(range(len(queries)), key=lambda i: len(examples[i]["tokens"]))
+    grids: list[np.ndarray | None] = [None] * len(queries)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    for start in range(0, len(queries), PREDICT_BATCH):
-        chunk = queries[start:start + PREDICT_BATCH]
-        examples = [build_example(t, k, i, max_demos) for t, k, i in chunk]
+    start = 0
+    while start < len(order):
+        end = start + 1
+        # Sorted by length, so the padded batch costs (count x last length) tokens.
+        while (end < len(order) and end - start < PREDICT_BATCH and
+               (end + 1 - start) * len(examples[order[end]]["tokens"]) <= PREDICT_TOKENS):
+            end += 1
+        chunk = order[start:end]
         teacher = None
         if features is not None:
-            feats, mask = features.batch([example_id(t.id, k, i) for t, k, i in chunk])
+            feats, mask = features.batch([example_id(*_query_key(queries[i])) for i in chunk])
             teacher = {"teacher_features": feats, "teacher_mask": mask}
-        batch = collate(examples, teacher)
+        batch = collate([examples[i] for i in chunk], teacher)
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(batch).logits
-        cells = logits.argmax(-1).cpu().numpy()
-        grids.extend(decode_prediction(c) for c in cells)
+        for i, cells in zip(chunk, logits.argmax(-1).cpu().numpy()):
+            grids[i] = decode_prediction(cells)
+        start = end
     return grids
+
+
+def _query_key(query: tuple[ArcTask, str, int]) -> tuple[str, str, int]:
+    task, kind, index = query
+    return task.id, kind, index
 
 
 def evaluate_queries(model, tasks: list[ArcTask], cfg, device: torch.device, features=None,
