@@ -13,7 +13,6 @@ from engine.checkpoints import load_state
 from engine.config import TrainConfig
 from engine.predict import EvalResult, evaluate_queries, pick_device
 from engine.runner import JobFailed, RunContext
-from engine.scoring import colour_accuracy
 from engine.student import build_student
 
 log = logging.getLogger("engine")
@@ -90,9 +89,6 @@ def store_result(ctx: RunContext, result: EvalResult, source_run_id: int, checkp
         solved1 = sum(p.correct(0) for p in items)
         solved2 = sum(p.correct(0) or p.correct(1) for p in items)
         task_scores.append(TaskScore(0, task_id, len(items), solved1, solved2, solved2 / len(items)))
-    known = [p for p in result.predictions if p.expected is not None]
-    summary = {**result.summary(),
-               "per_colour_acc": {str(k): v for k, v in colour_accuracy(
-                   [(p.attempts[0], p.expected) for p in known]).items()}}
+    summary = result.summary()
     return ctx.store.add_evaluation(ctx.run_id, source_run_id, checkpoint_id, dataset,
                                     predictions, task_scores, summary, demonstrations)

@@ -16,7 +16,7 @@ import torch
 from engine.arc import ArcTask, example_id
 from engine.augment import augment_task, random_colour_permutation, undo_prediction, vote
 from engine.encoding import build_example, collate, decode_prediction
-from engine.scoring import grid_cell_accuracy, score_submission
+from engine.scoring import colour_accuracy, grid_cell_accuracy, score_submission
 
 PREDICT_BATCH = 32
 PREDICT_TOKENS = 16_384   # padded tokens per prediction batch
@@ -80,12 +80,15 @@ class EvalResult:
         if not known:
             return {}
         score = self.score()
+        colours = colour_accuracy([(p.attempts[0], p.expected) for p in known])
         return {
             "pass1": score.pass_at_1,
             "pass2": score.pass_at_2,
             "exact": float(np.mean([p.correct(0) for p in known])),
             "cell_acc": float(np.mean([p.cell_accuracy(0) for p in known])),
             "shape_acc": float(np.mean([p.attempts[0].shape == p.expected.shape for p in known])),
+            # Where "94% of pixels" hides a model that only paints the background.
+            **{f"colour{colour}_acc": float(acc) for colour, acc in colours.items()},
         }
 
 

@@ -34,6 +34,7 @@ def test_a_few_steps_log_metrics_checkpoints_and_finish(workspace, fast_train_co
         lrs = store.read_metrics_after(run_id, "lr").values
         assert lrs[0] < lrs[1] and lrs[-1] < max(lrs)
         assert store.read_metrics_after(run_id, "val_pass2").steps == [3, 6]
+        assert store.read_metrics_after(run_id, "val_colour0_acc").steps == [3, 6]
         checkpoints = store.checkpoints(run_id)
         assert [c.step for c in checkpoints] == [3, 6]
         assert checkpoints[-1].reason == "final" and "val_pass2" in checkpoints[-1].metrics
