@@ -35,7 +35,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 DEFAULTS = {
     "kind": "train", "name": "", "dataset": "arc1/train", "dataset_folder": "",
     "teacher": "builtin", "teacher_folder": "", "features": "", "student": "standalone",
-    "preset": "tiny", "epochs": "300", "batch_size": "16", "lr": "0.003", "w_task": "1.0",
+    "preset": "tiny", "epochs": "500", "batch_size": "16", "lr": "0.004", "w_task": "1.0",
     "w_mse": "0.5", "w_cosine": "0.25", "max_tasks": "10", "device": "auto", "gpus": "1",
     "seed": "0",
 }

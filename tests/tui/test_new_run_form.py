@@ -140,3 +140,16 @@ def test_check_config_asks_the_real_engine():
     # Extract checks may not exist in this engine yet: either a verdict or "could not validate".
     verdict = control.check_config("extract", {"batch_size": 0})
     assert (not verdict.ok and verdict.field) or (verdict.ok and not verdict.validated)
+
+
+def test_the_forms_defaults_are_the_engines():
+    """The dashboard may not import the engine's config, so the form keeps its own copy
+    of the defaults; this keeps the two in step."""
+    from engine.config import TrainConfig
+    from sage_tui.screens.new_run import DEFAULTS
+
+    engine_defaults = TrainConfig().to_dict()
+    for key in ("dataset", "student", "preset", "device"):
+        assert DEFAULTS[key] == engine_defaults[key], key
+    for key in ("epochs", "batch_size", "lr", "w_task", "w_mse", "w_cosine", "max_tasks", "seed"):
+        assert float(DEFAULTS[key]) == float(engine_defaults[key]), key
