@@ -128,6 +128,18 @@ class TaskScore:
     score: float   # official rule: solved (by either attempt) / test inputs
 
 
+BEST_METRIC = "val_pass2"  # what makes a checkpoint "best": validation pass@2
+
+
+def best_checkpoint_id(checkpoints: list[Checkpoint]) -> int | None:
+    """Highest validation pass@2; a tie goes to the later step. Retention keeps it, the
+    dashboard stars it."""
+    scored = [c for c in checkpoints if c.metrics.get(BEST_METRIC) is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda c: (c.metrics[BEST_METRIC], c.step)).id
+
+
 @dataclass
 class SeriesChunk:
     """Rows of one metric key read after a cursor."""

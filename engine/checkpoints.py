@@ -13,11 +13,8 @@ from pathlib import Path
 
 import torch
 
-from db.store import Checkpoint, Store
+from db.store import Checkpoint, Store, best_checkpoint_id
 from engine.errors import UserError
-
-BEST_METRIC = "val_pass2"
-
 
 class CheckpointError(UserError):
     pass
@@ -70,11 +67,7 @@ def apply_retention(store: Store, workspace: Path, run_id: int, keep_last: int) 
     """Keep the last ``keep_last`` checkpoints and the best by validation pass@2;
     delete the rest (files and rows). Returns the deleted ids."""
     checkpoints = store.checkpoints(run_id)
-    keep = {c.id for c in checkpoints[-keep_last:]}
-    scored = [c for c in checkpoints if BEST_METRIC in c.metrics]
-    if scored:
-        best = max(scored, key=lambda c: (c.metrics[BEST_METRIC], c.step))
-        keep.add(best.id)
+    keep = {c.id for c in checkpoints[-keep_last:]} | {best_checkpoint_id(checkpoints)}
     deleted = []
     for c in checkpoints:
         if c.id not in keep:
@@ -82,16 +75,3 @@ def apply_retention(store: Store, workspace: Path, run_id: int, keep_last: int) 
             store.delete_checkpoint(c.id)
             deleted.append(c.id)
     return deleted
-
-
-def best_checkpoint_id(checkpoints: list[Checkpoint]) -> int | None:
-    scored = [c for c in checkpoints if BEST_METRIC in c.metrics]
-    if not scored:
-        return None
-    return max(scored, key=lambda c: (c.metrics[BEST_METRIC], c.step)).id
-
-
-def delete_checkpoint(store: Store, workspace: Path, checkpoint_id: int) -> None:
-    checkpoint = store.get_checkpoint(checkpoint_id)
-    (workspace / checkpoint.path).unlink(missing_ok=True)
-    store.delete_checkpoint(checkpoint_id)

@@ -180,9 +180,9 @@ def run_job(workspace: Path, run_id: int, job: Callable[[RunContext], str],
             ctx.store.mark_running(run_id, pid=me.pid, host=socket.gethostname(),
                                    proc_start_time=me.create_time(),
                                    device=ctx.config.get("device"))
-            ctx.event("resumed" if resumed else "started",
-                      f"{ctx.run.kind} run {run_id} {'resumed' if resumed else 'started'} "
-                      f"(pid {os.getpid()})")
+            # The job itself records what it resumed from (a "resumed" event).
+            ctx.event("started", f"{ctx.run.kind} run {run_id} engine started (pid {os.getpid()})"
+                                 + (", resuming" if resumed else ""))
             ctx.start_reporter()
         status = job(ctx)
         message = "stopped on request" if status == "stopped" else None

@@ -193,6 +193,9 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
     def checkpoint(reason: str, metrics: dict | None = None) -> None:
         if not ctx.is_writer:
             return
+        # Every metric row up to this step is in the database before the checkpoint is:
+        # a run killed later and resumed from here then misses no step.
+        ctx.flush()
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "rng": rng_state(), "step": step, "epoch": epoch,

@@ -13,9 +13,9 @@ import psutil
 
 from db import sysinfo
 from db.processes import HOST, effective_status, process_matches
-from db.store import Event, Run, SeriesChunk, Store
+from db.store import BEST_METRIC, Event, Run, SeriesChunk, Store
 
-BEST_KEY = "val_pass2"
+BEST_KEY = BEST_METRIC
 # Live refreshes append the rows after the held cursor; a series holding more than this
 # many rows is read again downsampled instead (db's block summaries make that cheap).
 FULL_READ_ROWS = 20_000

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from db.processes import launch_engine
-from db.store import Checkpoint, Evaluation, Prediction, Run, Store, WorkspaceError, run_dir_relative
+from db.store import (Checkpoint, Evaluation, Prediction, Run, Store, WorkspaceError, best_checkpoint_id,
+                      run_dir_relative)
 from sage_tui import control
 
-BEST_METRIC = "val_pass2"
 Grid = list[list[int]]
 
 # A task's state under the official rule (a test input is solved when either attempt
@@ -43,14 +43,6 @@ class CheckpointsView:
     checkpoints: list[Checkpoint]
     best_id: int | None
     evaluations: list[EvaluationRow]
-
-
-def best_checkpoint_id(checkpoints: list[Checkpoint]) -> int | None:
-    """Highest validation pass@2; a tie goes to the later step (as retention keeps it)."""
-    scored = [c for c in checkpoints if c.metrics.get(BEST_METRIC) is not None]
-    if not scored:
-        return None
-    return max(scored, key=lambda c: (c.metrics[BEST_METRIC], c.step)).id
 
 
 def _evaluation_rows(store: Store, evaluations: list[Evaluation]) -> list[EvaluationRow]:
