@@ -137,9 +137,12 @@ def test_check_config_asks_the_real_engine():
     verdict = control.check_config("train", {"lr": 2})
     assert (verdict.ok, verdict.field) == (False, "lr")
     assert control.check_config("train", {"epochs": 3}).ok
-    # Extract checks may not exist in this engine yet: either a verdict or "could not validate".
     verdict = control.check_config("extract", {"batch_size": 0})
-    assert (not verdict.ok and verdict.field) or (verdict.ok and not verdict.validated)
+    assert not verdict.ok and "batch-size" in verdict.message
+    # The teacher is loaded for real: a folder that holds no model is refused before launch.
+    verdict = control.check_config("extract", {"teacher": "hf", "teacher_options": {"model_path": "/tmp"}})
+    assert (verdict.ok, verdict.field) == (False, "teacher") and "/tmp" in verdict.message
+    assert control.check_config("extract", {"teacher": "builtin"}).ok
 
 
 def test_the_forms_defaults_are_the_engines():
