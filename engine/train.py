@@ -221,6 +221,7 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
 
     ctx.set_progress(total_steps=total_steps, step=step)
     last_checkpoint_time = time.time()
+    loop_started, first_step = time.perf_counter(), step  # for the ETA: this process's pace
     last_metrics: dict = {}
     model.train()
     try:
@@ -272,8 +273,9 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                     values.update(_cuda_memory(device))
                     ctx.set_gauges(**{k: v for k, v in values.items() if k.startswith("torch_")})
                 ctx.log_metrics(step, values)
+                seconds_per_step = (time.perf_counter() - loop_started) / (step - first_step)
                 ctx.set_progress(step=step, epoch=values["epoch"], progress=step / total_steps,
-                                 eta_s=(total_steps - step) * elapsed)
+                                 eta_s=(total_steps - step) * seconds_per_step)
 
                 if step % cfg.val_every_steps == 0:
                     last_metrics = validate()
@@ -281,7 +283,8 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                     checkpoint("stop", last_metrics)
                     return "stopped"
                 minutes = (time.time() - last_checkpoint_time) / 60
-                if step % cfg.checkpoint_every_steps == 0 or minutes >= cfg.checkpoint_every_minutes:
+                due = step % cfg.checkpoint_every_steps == 0 or minutes >= cfg.checkpoint_every_minutes
+                if due and step < total_steps:  # the last step gets the final checkpoint below
                     checkpoint("periodic", last_metrics)
                     last_checkpoint_time = time.time()
             if batch_in_epoch >= batches_per_epoch:
@@ -291,8 +294,7 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
         checkpoint("final", last_metrics)
         return "finished"
     except torch.OutOfMemoryError as exc:
-        _handle_oom(ctx, cfg, device, exc, step, checkpoint, last_metrics)
-        raise AssertionError("unreachable")
+        raise _out_of_memory(ctx, cfg, device, step, checkpoint, last_metrics) from exc
     finally:
         dist.cleanup()
 
@@ -303,8 +305,10 @@ def _cuda_memory(device: torch.device) -> dict[str, float]:
             "torch_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
 
 
-def _handle_oom(ctx: RunContext, cfg: TrainConfig, device: torch.device, exc: Exception,
-                step: int, checkpoint, last_metrics: dict) -> None:
+def _out_of_memory(ctx: RunContext, cfg: TrainConfig, device: torch.device, step: int,
+                   checkpoint, last_metrics: dict) -> JobFailed:
+    """Record a CUDA OOM (figures, batch size, a checkpoint of the last completed step)
+    and return the failure to raise, with a hint that says what to change."""
     figures = _cuda_memory(device) if device.type == "cuda" else {}
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
@@ -321,7 +325,7 @@ def _handle_oom(ctx: RunContext, cfg: TrainConfig, device: torch.device, exc: Ex
             checkpoint("oom", last_metrics)
     except Exception as save_error:  # memory may be too tight even for this
         ctx.event("warning", f"could not write a checkpoint after the OOM: {save_error}")
-    raise JobFailed(hint) from exc
+    return JobFailed(hint)
 
 
 def _restore(ctx: RunContext, checkpoint_id: int | None, model, optimizer, scheduler,
