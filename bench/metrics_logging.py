@@ -63,6 +63,18 @@ def logging_share(steps: int) -> None:
     print(f"  background writer busy       : {spent['write'] * 1000:8.1f} ms = {spent['write'] / wall:7.3%} of run time  (target < 1%)")
 
 
+def row_batches(values: int, batch: int, keys: int):
+    """The same rows for both writers: (key index, step) pairs, ``batch`` at a time."""
+    written, step = 0, 0
+    while written < values:
+        rows = []
+        while len(rows) < batch:
+            step += 1
+            rows.extend((k, step) for k in range(keys))
+        written += len(rows)
+        yield rows
+
+
 def ingest(values: int, batch: int = 50_000) -> None:
     keys = [f"key{k}" for k in range(20)]
     now = time.time()
@@ -70,13 +82,9 @@ def ingest(values: int, batch: int = 50_000) -> None:
         with Store.open(Path(tmp) / "store") as store:
             run = store.create_run("bench", "train", {})
             start = time.perf_counter()
-            written, step = 0, 0
-            while written < values:
-                rows = []
-                while len(rows) < batch:
-                    step += 1
-                    rows.extend((key, step, 0.5, now) for key in keys)
-                written += store.append_metrics(run.id, rows)
+            written = 0
+            for rows in row_batches(values, batch, len(keys)):
+                written += store.append_metrics(run.id, [(keys[k], step, 0.5, now) for k, step in rows])
             ours = written / (time.perf_counter() - start)
 
         conn = sqlite3.connect(Path(tmp) / "plain.db", isolation_level=None)
@@ -85,14 +93,11 @@ def ingest(values: int, batch: int = 50_000) -> None:
         conn.execute("CREATE TABLE metrics (run_id INTEGER, key_id INTEGER, step INTEGER, value REAL, "
                      "wall_time REAL, PRIMARY KEY (run_id, key_id, step)) WITHOUT ROWID")
         start = time.perf_counter()
-        written, step = 0, 0
-        while written < values:
-            rows = []
-            while len(rows) < batch:
-                step += 1
-                rows.extend((1, k, step, 0.5, now) for k in range(len(keys)))
+        written = 0
+        for rows in row_batches(values, batch, len(keys)):
             conn.execute("BEGIN")
-            conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
+                             [(1, k, step, 0.5, now) for k, step in rows])
             conn.execute("COMMIT")
             written += len(rows)
         plain = written / (time.perf_counter() - start)

@@ -129,9 +129,8 @@ def cmd_train(args: argparse.Namespace, store: Store) -> int:
     if not args.name:
         store.update_run(run.id, name=f"train-{run.id}")
     print(f"created run {run.id}", file=sys.stderr)
-    from engine import train  # noqa: F401  (fail early if torch is missing)
     return _run_detached_or_here(args, store, run.id, ["start", str(run.id)],
-                                 lambda: train.train_job)
+                                 lambda: _job_for("train"))
 
 
 def _job_for(kind: str, resume_checkpoint: int | None = None, resume: bool = False):

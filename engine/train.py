@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine import distributed  # noqa: E402
-from engine.arc import ArcTask, all_queries, example_id, load_dataset, query_view, select_tasks  # noqa: E402
+from engine.arc import ArcTask, all_queries, example_id, load_dataset, select_tasks  # noqa: E402
 from engine.augment import augment_task, random_colour_permutation  # noqa: E402
 from engine.checkpoints import apply_retention, load_state, save_checkpoint  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
@@ -113,11 +113,6 @@ def epoch_batches(seed: int, epoch: int, lengths: list[int], batch_size: int) ->
     return batches
 
 
-def query_length(task: ArcTask, kind: str, index: int, max_demos: int) -> int:
-    """Tokens the standalone student reads for a query: every cell it is shown."""
-    demos, query = query_view(task, kind, index, max_demos)
-    return query.size + sum(p.input.size + p.output.size for p in demos)
-
 
 def make_batch(cfg: TrainConfig, data: TrainData, queries: list[tuple[ArcTask, str, int]],
                step: int, device: torch.device) -> dict:
@@ -175,7 +170,8 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
         ctx.store.update_run(ctx.run_id, device=str(device), config=cfg.to_dict())
     train_model = dist.wrap(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lengths = [query_length(t, k, i, cfg.max_demos) for t, k, i in data.train]
+    # Tokens each query gives the student, for length-bucketed batches.
+    lengths = [len(build_example(t, k, i, cfg.max_demos)["tokens"]) for t, k, i in data.train]
     micro_batches_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     batches_per_epoch = math.ceil(micro_batches_per_epoch / cfg.grad_accum)
     total_steps = cfg.max_steps or cfg.epochs * batches_per_epoch
