@@ -528,6 +528,47 @@ class Store:
                  for task_id, pairs in (demonstrations or {}).items()])
         return evaluation_id
 
+    # An evaluation written task by task (test-time training): started empty, one
+    # transaction per task, its overall scores recomputed from the task scores each time,
+    # so a stopped evaluation shows the tasks done so far and resumes after them.
+    def start_evaluation(self, run_id: int, source_run_id: int | None, checkpoint_id: int | None,
+                         dataset: str, summary: dict) -> int:
+        return self.conn.execute(
+            "INSERT INTO evaluations (run_id, source_run_id, checkpoint_id, dataset, created_at, "
+            "n_tasks, n_test_inputs, score_pass1, score_pass2, summary) VALUES (?,?,?,?,?,0,0,0,0,?)",
+            (run_id, source_run_id, checkpoint_id, dataset, time.time(), json.dumps(summary))).lastrowid
+
+    def add_task_result(self, evaluation_id: int, predictions: list[Prediction], score: TaskScore,
+                        demonstrations: list[dict]) -> None:
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(evaluation_id, p.task_id, p.test_index, json.dumps(p.test_input),
+                  json.dumps(p.expected) if p.expected is not None else None,
+                  json.dumps(p.attempt_1),
+                  json.dumps(p.attempt_2) if p.attempt_2 is not None else None,
+                  int(p.correct_1), int(p.correct_2), p.cell_acc_1, p.cell_acc_2)
+                 for p in predictions])
+            self.conn.execute("INSERT OR REPLACE INTO task_scores VALUES (?,?,?,?,?,?)",
+                              (evaluation_id, score.task_id, score.n_test_inputs, score.solved_pass1,
+                               score.solved_pass2, score.score))
+            self.conn.execute("INSERT OR REPLACE INTO task_demos VALUES (?,?,?)",
+                              (evaluation_id, score.task_id, json.dumps(demonstrations)))
+            self.conn.execute(
+                "UPDATE evaluations SET (n_tasks, n_test_inputs, score_pass1, score_pass2) = "
+                "(SELECT COUNT(*), SUM(n_test_inputs), AVG(CAST(solved_pass1 AS REAL) / n_test_inputs), "
+                "AVG(score) FROM task_scores WHERE evaluation_id = ?) WHERE id = ?",
+                (evaluation_id, evaluation_id))
+
+    def evaluation_of_run(self, run_id: int) -> int | None:
+        row = self.conn.execute("SELECT id FROM evaluations WHERE run_id = ? ORDER BY id LIMIT 1",
+                                (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def evaluated_task_ids(self, evaluation_id: int) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT task_id FROM task_scores WHERE evaluation_id = ?", (evaluation_id,))]
+
     def task_demonstrations(self, evaluation_id: int, task_id: str) -> list[dict]:
         """The evaluated task's demonstration pairs: [{"input": grid, "output": grid}]."""
         row = self.conn.execute("SELECT train FROM task_demos WHERE evaluation_id = ? AND task_id = ?",

@@ -82,14 +82,31 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
         extract.add_arguments(extract_parser)
         _detach_arg(extract_parser)
 
-    evaluate = commands.add_parser("eval", help="evaluate a checkpoint (creates an eval run)")
+    evaluate = commands.add_parser(
+        "eval", help="evaluate on a dataset (creates an eval run): a checkpoint as it is, or "
+                     "with test-time training on each task's demonstrations")
     _workspace_arg(evaluate)
-    evaluate.add_argument("--checkpoint", type=int, required=True, help="checkpoint id")
+    evaluate.add_argument("--checkpoint", type=int, default=None,
+                          help="checkpoint id (without it, each task trains a fresh per-task student)")
     evaluate.add_argument("--dataset", default=None,
                           help="dataset to evaluate on (default: arc1/eval)")
     evaluate.add_argument("--max-tasks", type=int, default=None)
+    evaluate.add_argument("--max-grid", type=int, default=None,
+                          help="only tasks whose grids all fit NxN (e.g. 10)")
     evaluate.add_argument("--tta-votes", type=int, default=None,
-                          help="augmentations to vote over (default: the run's setting)")
+                          help="augmentations to vote over (default: the run's setting; with "
+                               "test-time training: colour permutations per dihedral view, 4)")
+    evaluate.add_argument("--ttt-steps", type=int, default=None,
+                          help="test-time training steps per task (default without a checkpoint: 300)")
+    evaluate.add_argument("--ttt-seconds", type=float, default=None,
+                          help="test-time training budget per task in seconds")
+    evaluate.add_argument("--workers", type=int, default=None,
+                          help="tasks trained in parallel processes (default: every core given)")
+    evaluate.add_argument("--no-dihedral", action="store_true",
+                          help="test-time training without the 8 dihedral transforms (an ablation)")
+    evaluate.add_argument("--no-colour-permutations", action="store_true",
+                          help="test-time training without recolouring (an ablation)")
+    evaluate.add_argument("--seed", type=int, default=0)
     _detach_arg(evaluate)
 
     export = commands.add_parser("export", help="export an evaluation or a run's metrics")
@@ -263,14 +280,29 @@ def cmd_extract(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, store: Store) -> int:
-    checkpoint = store.get_checkpoint(args.checkpoint)
-    source = store.get_run(checkpoint.run_id)
-    config = {"checkpoint_id": checkpoint.id, "source_run_id": source.id,
-              "dataset": args.dataset or "arc1/eval", "max_tasks": args.max_tasks,
-              "tta_votes": args.tta_votes if args.tta_votes is not None
-              else source.config.get("tta_votes", 0),
-              "device": source.config.get("device", "auto")}
-    run = store.create_run(f"eval-{source.name}-step{checkpoint.step}", "eval", config)
+    for name in ("max_tasks", "max_grid", "ttt_steps", "workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.ttt_seconds is not None and not 0 < args.ttt_seconds < float("inf"):
+        raise UsageError("--ttt-seconds must be a positive number of seconds")
+    dataset = args.dataset or "arc1/eval"
+    config = {"dataset": dataset, "max_tasks": args.max_tasks, "max_grid": args.max_grid,
+              "ttt_steps": args.ttt_steps, "ttt_seconds": args.ttt_seconds,
+              "workers": args.workers, "seed": args.seed, "checkpoint_id": None,
+              "ttt_dihedral": not args.no_dihedral, "ttt_colours": not args.no_colour_permutations,
+              "source_run_id": None, "tta_votes": args.tta_votes, "device": "cpu"}
+    if args.checkpoint is None:
+        name = f"ttt-{dataset if dataset.startswith('arc') else Path(dataset).name}"
+    else:
+        checkpoint = store.get_checkpoint(args.checkpoint)
+        source = store.get_run(checkpoint.run_id)
+        config.update(checkpoint_id=checkpoint.id, source_run_id=source.id,
+                      device=source.config.get("device", "auto"))
+        if args.tta_votes is None and not (args.ttt_steps or args.ttt_seconds):
+            config["tta_votes"] = source.config.get("tta_votes", 0)
+        name = f"eval-{source.name}-step{checkpoint.step}" + (
+            "-ttt" if args.ttt_steps or args.ttt_seconds else "")
+    run = store.create_run(name, "eval", config)
     print(f"created run {run.id}", file=sys.stderr)
     return _run_detached_or_here(args, store, run.id, ["start", str(run.id)],
                                  lambda: _job_for("eval"))

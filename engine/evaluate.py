@@ -25,8 +25,17 @@ def load_student(state: dict, device: torch.device):
     return model.to(device).eval()
 
 
+def uses_test_time_training(config: dict) -> bool:
+    """Test-time training when a budget is set, or when there is no checkpoint to
+    evaluate as it is (each task then gets a fresh per-task student)."""
+    return bool(config.get("ttt_steps") or config.get("ttt_seconds")) or config.get("checkpoint_id") is None
+
+
 def eval_job(ctx: RunContext) -> str:
     settings = ctx.config
+    if uses_test_time_training(settings):
+        from engine.ttt import ttt_job
+        return ttt_job(ctx)
     checkpoint = ctx.store.get_checkpoint(settings["checkpoint_id"])
     state = load_state(ctx.absolute(checkpoint.path))
     train_cfg = TrainConfig.from_dict(state["config"])

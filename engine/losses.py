@@ -121,6 +121,10 @@ def combined_loss(output: StudentOutput, batch: dict, weights: LossWeights = Los
     (the student's ``distill_projection``) is given and its weights are not both zero.
     """
     task = task_loss(output.logits, batch["target"], mode, gamma, class_weights)
+    if output.earlier_logits:   # deep supervision: every refinement's answer counts alike
+        earlier = [task_loss(logits, batch["target"], mode, gamma, class_weights)
+                   for logits in output.earlier_logits]
+        task = (task + sum(earlier)) / (1 + len(earlier))
     losses = {"task": task}
     total = weights.task * task
     wants_distillation = weights.mse != 0 or weights.cosine != 0

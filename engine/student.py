@@ -19,7 +19,7 @@ from torch import nn
 from engine.encoding import (CANVAS, NUM_CLASSES, NUM_SEGMENTS, QUERY_SEGMENT,
                              VOCAB_SIZE)
 
-STUDENT_KINDS = ("sage-seed", "standalone")
+STUDENT_KINDS = ("sage-seed", "standalone", "recursive")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class StudentConfig:
     max_positions: int = 6000                     # sage-seed: teacher tokens it accepts
     dropout: float = 0.0
     teacher_dim: int = 0                          # 0 = no distillation projection
+    cycles: int = 3                               # recursive: supervised refinements of the answer
+    inner_steps: int = 2                          # recursive: latent updates per refinement
 
 
 PRESETS = {
@@ -54,6 +56,8 @@ class StudentOutput:
     logits: torch.Tensor       # [B, 30, 30, 11]
     hidden: torch.Tensor       # [B, T, d_model]
     hidden_mask: torch.Tensor  # [B, T], True = real token
+    # The recursive student's answers before the last refinement, each supervised too.
+    earlier_logits: tuple[torch.Tensor, ...] = ()
 
 
 def _encoder(config: StudentConfig) -> nn.TransformerEncoder:
@@ -157,24 +161,55 @@ class StandaloneStudent(nn.Module):
         self.register_buffer("cell_rows", cells // CANVAS, persistent=False)
         self.register_buffer("cell_cols", cells % CANVAS, persistent=False)
 
-    def forward(self, batch: dict) -> StudentOutput:
+    def encode(self, batch: dict) -> tuple[torch.Tensor, ...]:
+        """(hidden states, the query input's encoded tokens, their padding, padding)."""
         padding = batch["pad_mask"]
         x = (self.colour(batch["tokens"]) + self.row(batch["rows"])
              + self.col(batch["cols"]) + self.segment(batch["segments"]))
         hidden = self.encoder(x, src_key_padding_mask=padding)
-
         # build_example puts the query input first, so its tokens are a prefix.
         is_query = (batch["segments"] == QUERY_SEGMENT) & ~padding
         query_length = int(is_query.sum(1).max())
-        context = hidden[:, :query_length]
-        context_padding = ~is_query[:, :query_length]
+        return hidden, hidden[:, :query_length], ~is_query[:, :query_length], padding
 
+    def output_cells(self, batch_size: int) -> torch.Tensor:
         cells = (self.row(self.cell_rows) + self.col(self.cell_cols) + self.output_marker)
-        cells = cells.unsqueeze(0).expand(hidden.shape[0], -1, -1)
+        return cells.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def forward(self, batch: dict) -> StudentOutput:
+        hidden, context, context_padding, padding = self.encode(batch)
+        cells = self.output_cells(hidden.shape[0])
         for block in self.decoder:
             cells = block(cells, context, context_padding)
         logits = self.head(cells).view(-1, CANVAS, CANVAS, NUM_CLASSES)
         return StudentOutput(logits, hidden, ~padding)
+
+
+class RecursiveStudent(StandaloneStudent):
+    """After TRM: one small block, applied again and again, refines a latent state ``z``
+    and an answer ``y`` for every output cell (both read the encoded query through
+    cross-attention). Each of ``cycles`` refinements updates z ``inner_steps`` times from
+    (y, z), then y from z, and decodes an answer; every answer is supervised (deep
+    supervision), so the network learns to improve its own previous answer."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__(config)
+        d = config.d_model
+        self.latent_block = CrossAttentionBlock(config)
+        self.answer_update = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
+        self.latent_init = nn.Parameter(torch.zeros(d))
+
+    def forward(self, batch: dict) -> StudentOutput:
+        hidden, context, context_padding, padding = self.encode(batch)
+        answer = self.output_cells(hidden.shape[0])
+        latent = self.latent_init.expand_as(answer)
+        answers = []
+        for _ in range(self.config.cycles):
+            for _ in range(self.config.inner_steps):
+                latent = self.latent_block(latent + answer, context, context_padding)
+            answer = answer + self.answer_update(latent)
+            answers.append(self.head(answer).view(-1, CANVAS, CANVAS, NUM_CLASSES))
+        return StudentOutput(answers[-1], hidden, ~padding, tuple(answers[:-1]))
 
 
 def build_student(kind: str, preset: str, teacher_dim: int = 0, **overrides) -> nn.Module:
@@ -189,7 +224,8 @@ def build_student(kind: str, preset: str, teacher_dim: int = 0, **overrides) -> 
         config = replace(PRESETS[preset], teacher_dim=teacher_dim, **overrides)
     except TypeError as exc:
         raise ValueError(f"bad student override: {exc}") from None
-    return SeedStudent(config) if kind == "sage-seed" else StandaloneStudent(config)
+    classes = {"sage-seed": SeedStudent, "standalone": StandaloneStudent, "recursive": RecursiveStudent}
+    return classes[kind](config)
 
 
 def count_parameters(model: nn.Module, include_distillation: bool = False) -> int:

@@ -83,3 +83,24 @@ def test_overrides_and_bad_names():
         build_student("standalone", "huge")
     with pytest.raises(ValueError, match="override"):
         build_student("standalone", "tiny", no_such_field=1)
+
+
+def test_the_recursive_student_refines_its_answer_with_deep_supervision():
+    import torch
+    from engine.arc import load_dataset, select_tasks
+    from engine.encoding import build_example, collate
+    from engine.losses import combined_loss
+    from engine.student import build_student
+
+    task = select_tasks(load_dataset("arc1/train").tasks, max_grid=6)[0]
+    batch = collate([build_example(task, "train", 0), build_example(task, "test", 0)])
+    model = build_student("recursive", "tiny", cycles=3)
+    out = model(batch)
+    assert out.logits.shape == (2, 30, 30, 11) and len(out.earlier_logits) == 2
+    # Every refinement is supervised: the loss reaches the answer of the first one.
+    loss = combined_loss(out, batch)["loss"]
+    first = out.earlier_logits[0]
+    first.retain_grad()
+    loss.backward()
+    assert first.grad is not None and first.grad.abs().sum() > 0
+    assert not torch.equal(out.earlier_logits[0], out.logits)

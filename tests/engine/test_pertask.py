@@ -1,0 +1,110 @@
+"""The per-task student: features that recolour by a channel permutation, shape rules,
+and learning a task from its demonstrations alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.grid_features import CHANNELS, cell_features, colour_channel_index
+from engine.pertask import PerTaskSettings, fixed_colours, rank_candidates, solve_task
+from engine.shapes import infer_shapes
+
+
+def random_grid(rng, shape, colours=5):
+    return rng.integers(0, colours, size=shape).astype(np.uint8)
+
+
+@pytest.mark.parametrize("output_shape", [(6, 7), (12, 14), (3, 7)])
+def test_recolouring_a_grid_permutes_its_feature_channels(output_shape):
+    rng = np.random.default_rng(1)
+    grid = random_grid(rng, (6, 7), colours=10)
+    perm = np.concatenate([[0], rng.permutation(np.arange(1, 10))])
+    original = cell_features(grid, output_shape, crop=(1, 2))
+    recoloured = cell_features(perm[grid], output_shape, crop=(1, 2))
+    assert original.shape == (CHANNELS, *output_shape)
+    np.testing.assert_array_equal(recoloured, original[colour_channel_index(perm)])
+
+
+def test_alignments_read_the_input_where_the_output_cell_sits():
+    grid = np.array([[1, 2], [3, 4]], dtype=np.uint8)
+    features = cell_features(grid, (4, 4))
+    top_left = features[0:10]          # first block: top-left alignment, one-hot colours
+    tile = features[5 * 11:5 * 11 + 10]
+    assert top_left[:, 0, 0].argmax() == 1 and top_left[:, 1, 1].argmax() == 4
+    assert top_left[:, 3, 3].sum() == 0            # beyond the input: reads nothing
+    assert tile[:, 3, 3].argmax() == 4 and tile[:, 2, 0].argmax() == 1
+
+
+def test_shape_rules_from_demonstrations():
+    rng = np.random.default_rng(0)
+    same = [(g, g) for g in (random_grid(rng, (3, 4)), random_grid(rng, (5, 2)))]
+    assert infer_shapes(same).candidates(random_grid(rng, (7, 6)))[0] == (7, 6)
+    triple = [(g, np.kron(g, np.ones((3, 3), np.uint8))) for g in (random_grid(rng, (2, 3)), random_grid(rng, (3, 3)))]
+    assert infer_shapes(triple).candidates(random_grid(rng, (4, 2)))[0] == (12, 6)
+    constant = [(random_grid(rng, (5, 5)), random_grid(rng, (1, 1))), (random_grid(rng, (7, 3)), random_grid(rng, (1, 1)))]
+    assert infer_shapes(constant).candidates(random_grid(rng, (9, 9)))[0] == (1, 1)
+
+    def with_box(shape, top, left, height, width, colour=3):
+        grid = np.zeros(shape, np.uint8)
+        grid[top:top + height, left:left + width] = colour
+        return grid, np.full((height, width), colour, np.uint8)
+    crop = [with_box((8, 8), 1, 2, 3, 2), with_box((9, 7), 4, 0, 2, 5)]
+    model = infer_shapes(crop)
+    test, _ = with_box((10, 10), 5, 6, 4, 3)
+    assert model.crop is not None and model.candidates(test)[0] == (4, 3)
+    assert model.crop_box(test)[:2] == (5, 6)
+
+
+def test_introduced_colours_keep_their_identity():
+    demos = [(np.array([[1, 0]]), np.array([[1, 4]])), (np.array([[2, 0]]), np.array([[2, 4]]))]
+    assert fixed_colours(demos) == [0, 4]
+
+
+def test_votes_rank_by_count_then_confidence():
+    a, b = np.zeros((2, 2), np.uint8), np.ones((2, 2), np.uint8)
+    ranked = rank_candidates([(a, -1.0, 1), (b, -0.1, 1), (a, -1.0, 1), (b, -0.2, 1)])
+    assert [r[1] for r in ranked] == [2, 2]
+    assert np.array_equal(ranked[0][0], b)        # same votes: the more confident first
+
+
+def recolour_task(rng, n):
+    """Every non-zero cell becomes 4: a rule the student must learn from demos alone."""
+    pairs = []
+    for _ in range(n):
+        grid = random_grid(rng, tuple(rng.integers(3, 7, size=2)), colours=4)
+        pairs.append((grid, np.where(grid > 0, 4, 0).astype(np.uint8)))
+    return pairs
+
+
+def test_a_fresh_student_learns_a_task_from_its_demonstrations_alone():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    demos, tests = recolour_task(rng, 3), recolour_task(rng, 2)
+    solution = solve_task(demos, [t[0] for t in tests], PerTaskSettings(steps=60, width=32, depth=2))
+    assert solution.losses[-1] < solution.losses[0] / 4
+    assert solution.demo_exact == 1.0
+    for (_, expected), attempts in zip(tests, solution.attempts):
+        assert len(attempts) == 2 and not np.array_equal(attempts[0], attempts[1])
+        assert np.array_equal(attempts[0], expected)
+
+
+def test_without_training_the_student_does_not_solve_it():
+    """The same check can fail: zero steps leave a random network."""
+    rng = np.random.default_rng(3)
+    demos, tests = recolour_task(rng, 3), recolour_task(rng, 2)
+    solution = solve_task(demos, [t[0] for t in tests], PerTaskSettings(steps=0, width=32, depth=2))
+    assert not all(np.array_equal(a[0], e) for (_, e), a in zip(tests, solution.attempts))
+
+
+def test_a_rule_with_a_direction_is_answered_in_the_original_frame():
+    """Mirroring left to right is not symmetric under the 8 transforms: told which view it
+    sees, and with a second model trained without transforms in the ensemble, the
+    student still answers in the original frame."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(5)
+    demos = [(g, g[:, ::-1].copy()) for g in (random_grid(rng, (4, 5)) for _ in range(4))]
+    test = random_grid(rng, (5, 4))
+    solution = solve_task(demos, [test], PerTaskSettings(steps=160, width=32, depth=2, models=2))
+    assert np.array_equal(solution.attempts[0][0], test[:, ::-1])

@@ -1,0 +1,129 @@
+"""Evaluation with test-time training: task by task into the database, never reading a
+test output, stoppable, resumed at the next unfinished task, in parallel processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from db.store import Store
+from engine.arc import load_dataset
+from engine.evaluate import eval_job
+from engine.runner import run_job
+
+
+def write_tasks(folder, count=3, seed=0, changed_answer=False):
+    """Tiny tasks (every non-zero cell becomes 4) as a folder of task JSON files."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        def pair():
+            grid = rng.integers(0, 3, size=(4, 4))
+            return {"input": grid.tolist(), "output": np.where(grid > 0, 4, 0).tolist()}
+        task = {"train": [pair() for _ in range(3)], "test": [pair()]}
+        if changed_answer:
+            task["test"][0]["output"] = [[7] * 3] * 2     # another answer, another shape
+        (folder / f"task{n:02d}.json").write_text(json.dumps(task))
+    return folder
+
+
+def ttt_config(folder, **extra):
+    return {"dataset": str(folder), "ttt_steps": 8, "workers": 1, "seed": 0,
+            "checkpoint_id": None, "source_run_id": None, **extra}
+
+
+def evaluate(workspace, config):
+    with Store.open(workspace) as store:
+        run = store.create_run("ttt", "eval", config)
+    code = run_job(workspace, run.id, eval_job)
+    with Store.open_readonly(workspace) as store:
+        evaluation_id = store.evaluation_of_run(run.id)
+        return (code, store.get_run(run.id), store.get_evaluation(evaluation_id),
+                store.predictions(evaluation_id), store.read_metrics_after(run.id, "ttt_loss"))
+
+
+def test_every_task_is_scored_and_stored(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks")
+    code, run, evaluation, predictions, losses = evaluate(workspace, ttt_config(folder))
+    assert code == 0 and run.status == "finished"
+    tasks = load_dataset(str(folder)).tasks
+    assert evaluation.n_tasks == 3 and len(predictions) == 3
+    for p in predictions:
+        expected = next(t for t in tasks if t.id == p.task_id).test[0].output.tolist()
+        assert p.expected == expected and p.attempt_2 is not None and p.attempt_1 != p.attempt_2
+        assert p.correct_1 == (p.attempt_1 == expected)
+    assert losses.steps == [1, 2, 3]
+    assert evaluation.summary["n_tasks_planned"] == 3
+
+
+def test_test_outputs_never_reach_the_student(workspace, tmp_path):
+    """Change every test output: the attempts and the training losses stay bit-identical."""
+    original = evaluate(workspace, ttt_config(write_tasks(tmp_path / "a")))
+    changed = evaluate(workspace, ttt_config(write_tasks(tmp_path / "b", changed_answer=True)))
+    assert [p.attempt_1 for p in original[3]] == [p.attempt_1 for p in changed[3]]
+    assert [p.attempt_2 for p in original[3]] == [p.attempt_2 for p in changed[3]]
+    assert original[4].values == changed[4].values
+    assert [p.expected for p in original[3]] != [p.expected for p in changed[3]]
+
+
+def test_a_stopped_evaluation_resumes_at_the_next_unfinished_task(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks", count=4)
+    with Store.open(workspace) as store:
+        run = store.create_run("ttt", "eval", ttt_config(folder, ttt_steps=40))
+
+    def stop_after_first_task():
+        with Store.open(workspace) as store:
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                evaluation_id = store.evaluation_of_run(run.id)
+                if evaluation_id is not None and store.evaluated_task_ids(evaluation_id):
+                    store.request_stop(run.id)
+                    return
+                time.sleep(0.05)
+
+    stopper = threading.Thread(target=stop_after_first_task)
+    stopper.start()
+    assert run_job(workspace, run.id, eval_job) == 0
+    stopper.join()
+    with Store.open_readonly(workspace) as store:
+        assert store.get_run(run.id).status == "stopped"
+        evaluation_id = store.evaluation_of_run(run.id)
+        done_before = store.evaluated_task_ids(evaluation_id)
+    assert 1 <= len(done_before) < 4
+
+    assert run_job(workspace, run.id, eval_job, resumed=True) == 0
+    with Store.open_readonly(workspace) as store:
+        assert store.get_run(run.id).status == "finished"
+        assert store.evaluation_of_run(run.id) == evaluation_id
+        assert sorted(store.evaluated_task_ids(evaluation_id)) == [f"task{n:02d}" for n in range(4)]
+        assert len(store.predictions(evaluation_id)) == 4
+        assert store.get_evaluation(evaluation_id).n_tasks == 4
+
+
+@pytest.mark.slow
+def test_the_command_line_trains_tasks_in_parallel_processes(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks", count=4)
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "eval", "--dataset", str(folder), "--ttt-steps", "5",
+         "--workers", "2", "--workspace", str(workspace)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "with test-time training" in result.stdout and "pass@2" in result.stdout
+    with Store.open_readonly(workspace) as store:
+        [evaluation] = store.evaluations()
+        assert evaluation.n_tasks == 4 and evaluation.checkpoint_id is None
+        events = [e.message for e in store.events(evaluation.run_id)]
+    assert any("2 worker process(es)" in m for m in events)
+
+
+def test_bad_budgets_are_refused_on_the_command_line(workspace):
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "eval", "--ttt-seconds", "nan", "--workspace", str(workspace)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--ttt-seconds" in result.stderr and "Traceback" not in result.stderr
