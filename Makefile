@@ -58,8 +58,9 @@ $(GR00T_STAMP): pyproject.toml
 	$(GR00T_VENV)/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)" $(GR00T_DEPS) -e '.[test]'
 	touch $(GR00T_STAMP)
 
-test-gr00t: $(GR00T_STAMP)
+test-gr00t:
 	@test -d "$(GR00T_SRC)/gr00t" || { echo "no Isaac-GR00T N1.5 source at $(GR00T_SRC): pass GR00T_SRC=<folder holding gr00t/>"; exit 2; }
+	@$(MAKE) --no-print-directory $(GR00T_STAMP)
 	GR00T_SRC="$(abspath $(GR00T_SRC))" $(GR00T_VENV)/bin/python -m pytest -q tests/gr00t
 
 clean:

@@ -56,7 +56,7 @@ def gr00t_env(tmp_path_factory):
                HF_HOME=str(root / "hf"), HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1",
                OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     model = root / "GR00T-N1.5-tiny"
-    built = subprocess.run([sys.executable, str(HERE / "tiny_gr00t.py"), str(source), str(model)],
+    built = subprocess.run([sys.executable, str(HERE / "random_gr00t.py"), str(model), "--tiny", str(source)],
                            env=env, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
     eagle = json.loads((source / "gr00t/model/backbone/eagle2_hg_model/config.json").read_text())
