@@ -71,23 +71,25 @@ def resolve_settings(model_path: str | None, attn_implementation: str | None,
         raise TeacherError(f"{folder} is not a GR00T N1.5 model folder (no config.json and "
                            f"experiment_cfg/metadata.json): download nvidia/GR00T-N1.5-3B there "
                            f"and pass model_path=<that folder>")
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TeacherError(f"device={device} asked for, but torch sees no NVIDIA GPU: run on a "
+                           f"GPU machine, or pass device=cpu (slow for the 3B model)")
     if attn_implementation in (None, "auto"):
-        attn_implementation = "flash_attention_2" if flash_attn_available() else "sdpa"
+        use_flash = flash_attn_available() and device.startswith("cuda")
+        attn_implementation = "flash_attention_2" if use_flash else "sdpa"
     if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
         raise TeacherError(f"attn_implementation={attn_implementation} is not one of "
                            f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
     if attn_implementation == "flash_attention_2" and not flash_attn_available():
         raise TeacherError(f"attn_implementation=flash_attention_2 needs flash-attn, which is "
                            f"not installed: {FLASH_ATTN_HINT}")
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise TeacherError(f"device={device} asked for, but torch sees no NVIDIA GPU: run on a "
-                           f"GPU machine, or pass device=cpu (slow for the 3B model)")
-    if attn_implementation == "flash_attention_2" and not str(device).startswith("cuda"):
+    if attn_implementation == "flash_attention_2" and not device.startswith("cuda"):
         raise TeacherError("flash_attention_2 runs only on a GPU: pass attn_implementation=sdpa "
                            "for device=cpu")
-    return folder, attn_implementation, str(device)
+    return folder, attn_implementation, device
 
 
 def import_gr00t(attn_implementation: str) -> types.SimpleNamespace:

@@ -15,7 +15,7 @@ from db.store import Store
 from engine.arc import ArcTask, Pair
 from engine.teacher_view import TeacherViewConfig, build_teacher_view
 from engine.teachers import TeacherError, make_teacher
-from engine.teachers.gr00t import flash_attn_available
+from engine.teachers.gr00t import flash_attn_available, resolve_settings
 
 
 def make_task(n_train=3, seed=0, task_id="t"):
@@ -139,6 +139,12 @@ def test_gr00t_teacher_without_weights_or_package_says_what_to_do(tmp_path, monk
     if not flash_attn_available():
         with pytest.raises(TeacherError, match="needs flash-attn, which is not installed: pip install"):
             make_teacher("gr00t", model_path=folder, attn_implementation="flash_attention_2")
+    # Without a GPU (or without flash-attn) the default attention is sdpa, on the CPU.
+    assert resolve_settings(folder, "auto", "cpu")[1:] == ("sdpa", "cpu")
+    if not torch.cuda.is_available():
+        assert resolve_settings(folder, None, None)[1:] == ("sdpa", "cpu")
+    with pytest.raises(TeacherError, match="flash_attention_2 runs only on a GPU|needs flash-attn"):
+        make_teacher("gr00t", model_path=folder, device="cpu", attn_implementation="flash_attention_2")
     monkeypatch.setitem(sys.modules, "gr00t", None)  # as if not installed
     with pytest.raises(TeacherError, match="Isaac-GR00T n1.5-release"):
         make_teacher("gr00t", model_path=folder, device="cpu", attn_implementation="sdpa")
