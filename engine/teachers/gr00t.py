@@ -41,8 +41,8 @@ from engine.teachers import TeacherError, pad_token_sequences
 INSTALL_HINT = ("the gr00t teacher needs Isaac-GR00T n1.5-release installed (git clone -b "
                 "n1.5-release https://github.com/NVIDIA/Isaac-GR00T; pip install -e .[base]) in "
                 "a Python 3.10 environment with transformers==4.51.3")
-FLASH_ATTN_HINT = ("pip install --no-build-isolation flash-attn==2.7.1.post4, or pass "
-                   "attn_implementation=sdpa")
+FLASH_ATTN_INSTALL = "pip install --no-build-isolation flash-attn==2.7.1.post4"
+FLASH_ATTN_HINT = f"{FLASH_ATTN_INSTALL}, or pass attn_implementation=sdpa"
 ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
 STATE_DIM = 64      # GR00TTransform pads the state to max_state_dim; zeros here
 ACTION_DIM = 32
@@ -125,7 +125,7 @@ def without_flash_attn() -> None:
 
     def missing(*_args, **_kwargs):
         raise TeacherError(f"this GR00T model calls flash-attn, which is not installed: "
-                           f"{FLASH_ATTN_HINT.split(', or')[0]}")
+                           f"{FLASH_ATTN_INSTALL}")
 
     names = {"flash_attn": [], "flash_attn.flash_attn_interface":
              ["flash_attn_varlen_qkvpacked_func", "flash_attn_unpadded_qkvpacked_func"],
