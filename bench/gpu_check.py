@@ -14,6 +14,11 @@
    (the original student took 652 ms per grid);
 6. the dashboard's system screen rendered headless against the real GPU, while an
    engine trains.
+7. GR00T N1.5 at full size with random weights in bf16 (where ``gr00t`` imports: a GR00T
+   environment with a CUDA torch, e.g. .venv-gr00t built with a CUDA TORCH_PIP_ARGS, and
+   GR00T_SRC or an installed gr00t): extraction through the real teacher on ARC-AGI-1
+   training tasks at batch sizes 1, 8, 32: examples/s, tokens per example, peak memory.
+   ``--gr00t-only`` runs just this part.
 
 Prints a summary and writes gpu_check.json (and a screenshot) to --out.
 """
@@ -160,10 +165,71 @@ def dashboard_screenshot(workspace: Path, out: Path) -> None:
     print(f"\n== dashboard system screen saved to {out / 'system_screen.svg'} ==")
 
 
+GR00T_BATCH_SIZES = (1, 8, 32)
+GR00T_TESTS = Path(__file__).resolve().parents[1] / "tests" / "gr00t"
+
+
+def gr00t_full_size(workspace: Path) -> None:
+    """The full-size GR00T N1.5 (random weights, bf16) through the real gr00t teacher."""
+    import torch
+
+    sys.path[:0] = [str(GR00T_TESTS / "stand_ins"), str(GR00T_TESTS)]   # the pytorch3d stand-in
+    if os.environ.get("GR00T_SRC"):
+        sys.path.insert(0, os.environ["GR00T_SRC"])
+    import torchvision_ops_stand_in  # noqa: F401  (does nothing beside a CUDA torch)
+    from random_gr00t import save_random_gr00t
+
+    from engine.arc import all_queries, load_dataset
+    from engine.teacher_view import build_teacher_view
+    from engine.teachers import TeacherError, make_teacher
+
+    print("\n== GR00T N1.5, full size, random weights, bf16 ==")
+    folder = workspace / "GR00T-N1.5-random"
+    start = time.perf_counter()
+    try:
+        save_random_gr00t(folder, tiny=False, device="cuda")
+        teacher = make_teacher("gr00t", model_path=str(folder), device="cuda")
+    except TeacherError as exc:
+        RESULTS["gr00t"] = {"skipped": str(exc)}
+        print(f"  skipped: {exc}")
+        return
+    figures: dict = {"build_and_load_s": round(time.perf_counter() - start, 1),
+                     "attn_implementation": teacher.attn_implementation,
+                     "feature_dim": teacher.feature_dim,
+                     "parameters_b": round(sum(p.numel() for p in teacher.policy.model.parameters()) / 1e9, 2)}
+    queries = all_queries(load_dataset("arc1/train").tasks)
+    views = [build_teacher_view(task, kind, index) for task, kind, index in queries]
+    # A video batch has one frame count: use the views with the commonest (5 frames by default).
+    frames = max({v.frames.shape[0] for v in views}, key=lambda t: sum(v.frames.shape[0] == t for v in views))
+    views = [v for v in views if v.frames.shape[0] == frames]
+    teacher.encode(views[:2])                                         # warm-up
+    for batch_size in GR00T_BATCH_SIZES:
+        batches = [views[i:i + batch_size] for i in range(0, 4 * batch_size, batch_size)]
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        tokens, start = [], time.perf_counter()
+        for batch in batches:
+            _, mask = teacher.encode(batch)
+            tokens += mask.sum(1).tolist()
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        figures[f"batch_{batch_size}"] = {
+            "examples_per_s": round(len(tokens) / elapsed, 2),
+            "tokens_per_example": round(sum(tokens) / len(tokens), 1),
+            "frames_per_example": frames,
+            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+        print(f"  batch {batch_size:>2}: {figures[f'batch_{batch_size}']}")
+    RESULTS["gr00t"] = figures
+    print(f"  {figures['parameters_b']}B parameters, {figures['attn_implementation']}, "
+          f"built and loaded in {figures['build_and_load_s']} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".")
     parser.add_argument("--workspace", default=None)
+    parser.add_argument("--gr00t-only", action="store_true",
+                        help="only the full-size GR00T N1.5 extraction (part 7)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,6 +243,10 @@ def main() -> None:
     RESULTS["gpu"] = torch.cuda.get_device_name(0)
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}, "
           f"bf16 {torch.cuda.is_bf16_supported()}")
+    if args.gr00t_only:
+        gr00t_full_size(workspace)
+        write_results(out)
+        return
 
     start = time.perf_counter()
     result = engine(workspace, "extract", "--dataset", "arc1/train", "--teacher", "builtin",
@@ -223,6 +293,15 @@ def main() -> None:
     print(f"\n== eval on GPU, 100 tasks x 8 votes: exit {result.returncode} in {RESULTS['eval_s']:.1f} s ==")
     print(result.stdout.strip() or result.stderr[-1500:])
 
+    try:
+        gr00t_full_size(workspace)
+    except Exception as exc:  # the other figures still count if GR00T cannot run here
+        RESULTS["gr00t"] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"GR00T N1.5 check failed: {exc}")
+    write_results(out)
+
+
+def write_results(out: Path) -> None:
     (out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=2, default=str))
     print(f"\nwrote {out / 'gpu_check.json'}")
 

@@ -266,11 +266,13 @@ def _check_answer(ok: bool, field: str | None = None, message: str | None = None
 
 def cmd_extract(args: argparse.Namespace, store: Store) -> int:
     from engine import extract
+    from engine.teachers import check_teacher
 
     try:
         config = extract.config_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_teacher(config["teacher"], **config["teacher_options"])  # refuse before the run exists
     run = store.create_run(args.name or "extract", "extract", config)
     if not args.name:
         store.update_run(run.id, name=f"extract-{run.id}")

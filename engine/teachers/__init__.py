@@ -43,6 +43,15 @@ def pad_token_sequences(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, to
     return features, mask
 
 
+def check_teacher(name: str, **options) -> None:
+    """The checks a teacher can make without loading a model (settings, model folder,
+    installed packages), so a command line can refuse before it creates a run; raises
+    TeacherError with what to do. Only the gr00t teacher has any worth doing early."""
+    if name == "gr00t":
+        from engine.teachers.gr00t import check_options
+        check_options(**options)
+
+
 def make_teacher(name: str, **options) -> Teacher:
     """``builtin`` (no download), ``hf`` (model_path=<local HF folder>), or ``gr00t``
     (model_path=<absolute GR00T N1.5 folder>). Raises TeacherError with what to do."""

@@ -1,7 +1,9 @@
 """Teachers: the built-in encoder, a real (tiny) Hugging Face encoder, and the GR00T
 adapter against a STAND-IN gr00t package (GR00T itself needs a GPU and 5 GB of weights)."""
 
+import importlib.util
 import json
+import subprocess
 import sys
 import textwrap
 
@@ -9,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from db.store import Store
 from engine.arc import ArcTask, Pair
 from engine.teacher_view import TeacherViewConfig, build_teacher_view
 from engine.teachers import TeacherError, make_teacher
+from engine.teachers.gr00t import flash_attn_available, resolve_settings
 
 
 def make_task(n_train=3, seed=0, task_id="t"):
@@ -106,10 +110,22 @@ def test_hf_teacher_without_a_model_folder_says_what_to_pass(tmp_path):
 
 # -------------------------------------------------------------------- gr00t
 def gr00t_model_folder(tmp_path):
+    """A folder shaped like a GR00T N1.5 checkpoint (no weights: those need the real package)."""
     folder = tmp_path / "GR00T-N1.5-3B"
     (folder / "experiment_cfg").mkdir(parents=True)
     (folder / "experiment_cfg" / "metadata.json").write_text(json.dumps({"gr1": {}}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "gr00t_n1_5"}))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def no_flash_attn_placeholder_left():
+    """The gr00t teacher puts a flash_attn placeholder in sys.modules when flash-attn is
+    missing; take it away again so no other test sees it."""
+    yield
+    for name in [m for m in sys.modules if m.split(".")[0] == "flash_attn"
+                 and (sys.modules[m].__doc__ or "").startswith("placeholder")]:
+        del sys.modules[name]
 
 
 def test_gr00t_teacher_without_weights_or_package_says_what_to_do(tmp_path, monkeypatch):
@@ -117,13 +133,49 @@ def test_gr00t_teacher_without_weights_or_package_says_what_to_do(tmp_path, monk
         make_teacher("gr00t")
     with pytest.raises(TeacherError, match="not a GR00T N1.5 model folder"):
         make_teacher("gr00t", model_path=str(tmp_path), device="cpu")
+    folder = str(gr00t_model_folder(tmp_path))
+    with pytest.raises(TeacherError, match="attn_implementation=flash-attention is not one of"):
+        make_teacher("gr00t", model_path=folder, attn_implementation="flash-attention")
+    if not flash_attn_available():
+        with pytest.raises(TeacherError, match="needs flash-attn, which is not installed: pip install"):
+            make_teacher("gr00t", model_path=folder, attn_implementation="flash_attention_2")
+    # Without a GPU (or without flash-attn) the default attention is sdpa, on the CPU.
+    assert resolve_settings(folder, "auto", "cpu")[1:] == ("sdpa", "cpu")
+    if not torch.cuda.is_available():
+        assert resolve_settings(folder, None, None)[1:] == ("sdpa", "cpu")
+    with pytest.raises(TeacherError, match="flash_attention_2 runs only on a GPU|needs flash-attn"):
+        make_teacher("gr00t", model_path=folder, device="cpu", attn_implementation="flash_attention_2")
     monkeypatch.setitem(sys.modules, "gr00t", None)  # as if not installed
     with pytest.raises(TeacherError, match="Isaac-GR00T n1.5-release"):
-        make_teacher("gr00t", model_path=str(gr00t_model_folder(tmp_path)), device="cpu",
-                     require_flash_attn=False)
+        make_teacher("gr00t", model_path=folder, device="cpu", attn_implementation="sdpa")
     if not torch.cuda.is_available():
-        with pytest.raises(TeacherError, match="needs an NVIDIA GPU"):
-            make_teacher("gr00t", model_path=str(gr00t_model_folder(tmp_path / "b")))
+        with pytest.raises(TeacherError, match="torch sees no NVIDIA GPU: .* pass device=cpu"):
+            make_teacher("gr00t", model_path=folder, device="cuda")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options, message", [
+    (["model_path=/no/such/GR00T-N1.5-3B"], "is not a GR00T N1.5 model folder"),
+    (["model_path={folder}", "attn_implementation=flash_attention_2"],
+     "needs flash-attn, which is not installed: pip install"),
+    (["model_path={folder}", "attn_implementation=sdpa"], "cannot import gr00t"),
+])
+def test_extract_with_gr00t_refuses_in_one_line_before_any_run(workspace, tmp_path, options, message):
+    """Acceptance: a wrong model folder, flash-attn asked for but missing, or no gr00t package:
+    one line saying what to do, exit 2, and no run left behind."""
+    if "flash-attn" in message and flash_attn_available():
+        pytest.skip("flash-attn is installed here")
+    if "gr00t" in message and importlib.util.find_spec("gr00t") is not None:
+        pytest.skip("gr00t is installed here")
+    folder = gr00t_model_folder(tmp_path)
+    args = [f"--teacher-option={o.format(folder=folder)}" for o in options]
+    result = subprocess.run([sys.executable, "-m", "engine", "extract", "--teacher", "gr00t", *args,
+                             "--max-tasks", "1", "--workspace", str(workspace)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    with Store.open_readonly(workspace) as store:
+        assert store.list_runs() == []
 
 
 # A STAND-IN for the real gr00t package (n1.5-release), with just the names the adapter
@@ -146,12 +198,18 @@ STAND_IN_GR00T = {
                 return obs
     """,
     "gr00t/model/__init__.py": "",
+    "gr00t/model/backbone/__init__.py": "",
+    "gr00t/model/backbone/eagle_backbone.py": """
+        from transformers import AutoConfig
+    """,
     "gr00t/model/transforms.py": """
         class GR00TTransform:
             def __init__(self, **kwargs):
                 self.kwargs = kwargs
     """,
     "gr00t/model/policy.py": """
+        import types
+
         import torch
         import gr00t
 
@@ -161,10 +219,14 @@ STAND_IN_GR00T = {
                 self.lm_head = torch.nn.Linear(4, 151680)
 
         class Backbone(torch.nn.Module):
+            select_layer = 12
+
             def __init__(self):
                 super().__init__()
                 self.eagle_model = torch.nn.Module()
                 self.eagle_model.language_model = LanguageModel()
+                self.eagle_model.config = types.SimpleNamespace(
+                    text_config=types.SimpleNamespace(hidden_size=2048))
             def forward(self, inputs):
                 video = inputs["video"]
                 b, t = video.shape[:2]
@@ -214,7 +276,8 @@ def stand_in_gr00t(tmp_path, monkeypatch):
 
 def test_gr00t_adapter_against_a_stand_in_package(stand_in_gr00t, tmp_path):
     folder = gr00t_model_folder(tmp_path)
-    teacher = make_teacher("gr00t", model_path=str(folder), device="cpu", require_flash_attn=False)
+    with pytest.warns(UserWarning, match="runs on the CPU.*3B GR00T N1.5 takes many seconds"):
+        teacher = make_teacher("gr00t", model_path=str(folder), device="cpu", attn_implementation="sdpa")
     init = stand_in_gr00t.RECORDED[0]["init"]
     assert init["model_path"] == str(folder.resolve()) and init["embodiment_tag"] == "gr1"
     assert set(init["modality_config"]) >= {"video", "state", "action", "language"}
