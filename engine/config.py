@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from engine.errors import UserError
 
-STUDENTS = ("standalone", "sage-seed")
+STUDENTS = ("standalone", "sage-seed", "recursive", "pertask")
 PRESETS = ("tiny", "small", "base", "seed")
 LOSSES = ("ce", "weighted", "focal")
 
@@ -35,6 +35,9 @@ class TrainConfig:
     val_tasks: int = 0                 # tasks held out of training for validation
     eval_dataset: str | None = None    # also validate on e.g. arc1/eval test inputs
     eval_max_tasks: int | None = 20
+    # Transductive training: also train on the evaluation dataset's demonstration pairs
+    # (never their test outputs), as TRM and HRM do; every evaluation from it says so.
+    eval_demos: bool = False
     max_demos: int = 3
     features: str | None = None        # feature store (folder or name under features/)
     # model
@@ -95,6 +98,12 @@ class TrainConfig:
             raise ConfigError("preset", f"{self.preset!r} is not one of {', '.join(PRESETS)}")
         if self.loss not in LOSSES:
             raise ConfigError("loss", f"{self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.eval_demos and not self.eval_dataset:
+            raise ConfigError("eval_demos", "training on the evaluation tasks' demonstrations "
+                                            "needs eval_dataset (e.g. arc1/eval)")
+        if self.eval_demos and self.features:
+            raise ConfigError("eval_demos", "cannot be combined with a feature store: a store holds "
+                                            "one dataset's examples")
         if self.student == "sage-seed" and not self.features:
             raise ConfigError("features", "the sage-seed student reads teacher features: "
                                           "pass a feature store (sage-engine extract makes one)")

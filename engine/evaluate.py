@@ -39,6 +39,7 @@ def eval_job(ctx: RunContext) -> str:
     checkpoint = ctx.store.get_checkpoint(settings["checkpoint_id"])
     state = load_state(ctx.absolute(checkpoint.path))
     train_cfg = TrainConfig.from_dict(state["config"])
+    ctx.config["trained_config"] = state["config"]   # store_result labels transductive training
     device = pick_device(settings.get("device") or "auto")
     model = load_student(state, device)
     dataset = load_dataset(settings.get("dataset") or "arc1/eval")
@@ -99,5 +100,9 @@ def store_result(ctx: RunContext, result: EvalResult, source_run_id: int, checkp
         solved2 = sum(p.correct(0) or p.correct(1) for p in items)
         task_scores.append(TaskScore(0, task_id, len(items), solved1, solved2, solved2 / len(items)))
     summary = result.summary()
+    trained = ctx.config.get("trained_config") or {}
+    if trained.get("eval_demos"):
+        summary["transductive"] = (f"the student trained on the demonstration pairs of "
+                                   f"{trained.get('eval_dataset')} (never their test outputs)")
     return ctx.store.add_evaluation(ctx.run_id, source_run_id, checkpoint_id, dataset,
                                     predictions, task_scores, summary, demonstrations)

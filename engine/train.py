@@ -59,9 +59,15 @@ def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
     val = [tasks[i] for i in sorted(order[:cfg.val_tasks])]
     train = [tasks[i] for i in sorted(order[cfg.val_tasks:])]
     eval_tasks: list[ArcTask] = []
+    queries = all_queries(train)
     if cfg.eval_dataset:
         eval_set = load_dataset(cfg.eval_dataset)
         eval_tasks = select_tasks(eval_set.tasks, max_tasks=cfg.eval_max_tasks)
+        if cfg.eval_demos:   # their demonstration pairs only: kind "train", never "test"
+            demo_tasks = select_tasks(eval_set.tasks, max_grid=cfg.max_grid)
+            queries += all_queries(demo_tasks, kinds=("train",))
+            ctx.event("data", f"transductive: also training on the demonstration pairs of "
+                              f"{len(demo_tasks)} tasks of {cfg.eval_dataset} (never their test outputs)")
     features = None
     if cfg.features:
         from engine.features import open_store_for_training
@@ -74,9 +80,9 @@ def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
             raise JobFailed(f"feature store {cfg.features} lacks {len(missing)} of the {len(needed)} "
                             f"examples this run needs (first: {missing[0]}): extract them with "
                             f"sage-engine extract --dataset {cfg.dataset} --store {cfg.features}")
-    ctx.event("data", f"{len(train)} training tasks ({len(all_queries(train))} queries), "
+    ctx.event("data", f"{len(train)} training tasks ({len(queries)} queries), "
                       f"{len(val)} held-out tasks, {len(eval_tasks)} evaluation tasks")
-    return TrainData(all_queries(train), val, eval_tasks, features)
+    return TrainData(queries, val, eval_tasks, features)
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int):
@@ -153,6 +159,9 @@ def set_rng_state(state: dict) -> None:
 
 def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None = None) -> str:
     cfg = TrainConfig.from_dict(ctx.config)
+    if cfg.student == "pertask":   # a convolutional network over cell features: its own loop
+        from engine.pertask_train import train_pertask
+        return train_pertask(ctx, cfg, resume, checkpoint_id)
     dist = distributed.setup()
     device = pick_device(cfg.device, dist.local_rank)
     if device.type == "cuda" and cfg.gpu_memory_fraction is not None:

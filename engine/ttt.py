@@ -111,7 +111,7 @@ def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) ->
     student = state["student"]
     if student["kind"] == "pertask":
         width, depth = student["width"], student["depth"]
-        return {"kind": "pretrained", "state": state["model"],
+        return {"kind": "pretrained", "state": state["model"], "train_config": state["config"],
                 "settings": replace(settings, width=width, depth=depth)}
     if student["kind"] == "sage-seed":
         raise JobFailed("a sage-seed student reads teacher features, which a task's test-time "
@@ -141,9 +141,13 @@ def ttt_job(ctx: RunContext) -> str:
     start = _starting_point(ctx, config, settings)
     evaluation_id = ctx.store.evaluation_of_run(ctx.run_id)
     if evaluation_id is None:
+        summary = {"test_time_training": _describe(start, settings), "n_tasks_planned": len(tasks)}
+        trained = start.get("train_config") or {}
+        if trained.get("eval_demos"):
+            summary["transductive"] = (f"the student trained on the demonstration pairs of "
+                                       f"{trained.get('eval_dataset')} (never their test outputs)")
         evaluation_id = ctx.store.start_evaluation(
-            ctx.run_id, config.get("source_run_id"), config.get("checkpoint_id"), dataset.name,
-            {"test_time_training": _describe(start, settings), "n_tasks_planned": len(tasks)})
+            ctx.run_id, config.get("source_run_id"), config.get("checkpoint_id"), dataset.name, summary)
     done = set(ctx.store.evaluated_task_ids(evaluation_id))
     pending = [t for t in tasks if t.id not in done]
     workers = max(1, min(int(config.get("workers") or available_cores()), len(pending) or 1))

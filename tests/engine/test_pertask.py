@@ -108,3 +108,39 @@ def test_a_rule_with_a_direction_is_answered_in_the_original_frame():
     test = random_grid(rng, (5, 4))
     solution = solve_task(demos, [test], PerTaskSettings(steps=160, width=32, depth=2, models=2))
     assert np.array_equal(solution.attempts[0][0], test[:, ::-1])
+
+
+def test_pretraining_across_tasks_resumes_exactly_and_seeds_test_time_training(workspace):
+    """`student=pertask` is an ordinary training run: stopped and resumed it logs the
+    same losses as one never stopped, and its checkpoint starts each task's adaptation."""
+    from db.store import Store
+    from engine.runner import run_job
+    from engine.train import train_job
+
+    config = {"student": "pertask", "preset": "tiny", "max_tasks": 3, "max_grid": 6, "batch_size": 4,
+              "max_steps": 6, "val_tasks": 1, "val_every_steps": 3, "checkpoint_every_steps": 3,
+              "augment": True}
+    with Store.open(workspace) as store:
+        whole = store.create_run("whole", "train", config)
+        halves = store.create_run("halves", "train", {**config, "max_steps": 3})
+    assert run_job(workspace, whole.id, train_job) == 0
+    assert run_job(workspace, halves.id, train_job) == 0
+    with Store.open(workspace) as store:
+        store.update_run(halves.id, config={**config, "max_steps": 6})
+    from functools import partial
+    assert run_job(workspace, halves.id, partial(train_job, resume=True), resumed=True) == 0
+    with Store.open_readonly(workspace) as store:
+        assert store.read_metrics_after(whole.id, "loss").values == store.read_metrics_after(halves.id, "loss").values
+        assert store.read_metrics_after(whole.id, "val_pass2").steps == [3, 6]
+        checkpoint = store.checkpoints(whole.id)[-1]
+
+    with Store.open(workspace) as store:
+        run = store.create_run("ttt", "eval", {"dataset": "arc1/eval", "max_tasks": 1, "max_grid": 6,
+                                               "ttt_steps": 3, "workers": 1,
+                                               "checkpoint_id": checkpoint.id, "source_run_id": whole.id})
+    from engine.evaluate import eval_job
+    assert run_job(workspace, run.id, eval_job) == 0
+    with Store.open_readonly(workspace) as store:
+        evaluation = store.get_evaluation(store.evaluation_of_run(run.id))
+    assert evaluation.n_tasks == 1 and evaluation.checkpoint_id == checkpoint.id
+    assert "pretrained per-task student" in evaluation.summary["test_time_training"]

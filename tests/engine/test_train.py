@@ -109,3 +109,29 @@ def test_other_task_losses_train(workspace, fast_train_config, loss):
     assert code == 0
     with Store.open_readonly(workspace) as store:
         assert len(store.read_metrics_after(run_id, "loss").steps) == 2
+
+
+def test_transductive_training_uses_evaluation_demonstrations_and_says_so(workspace, fast_train_config):
+    from engine.arc import load_dataset, select_tasks
+    from engine.evaluate import eval_job
+
+    config = {**fast_train_config, "max_steps": 2, "eval_dataset": "arc1/eval", "eval_max_tasks": 1,
+              "eval_demos": True, "val_tasks": 0}
+    with Store.open(workspace) as store:
+        run = store.create_run("t", "train", config)
+    assert run_job(workspace, run.id, train_job) == 0
+    demo_tasks = select_tasks(load_dataset("arc1/eval").tasks, max_grid=config["max_grid"])
+    with Store.open_readonly(workspace) as store:
+        messages = [e.message for e in store.events(run.id) if e.kind == "data"]
+        checkpoint = store.checkpoints(run.id)[-1]
+    assert any(f"demonstration pairs of {len(demo_tasks)} tasks of arc1/eval" in m for m in messages)
+    trained = select_tasks(load_dataset("arc1/train").tasks, max_grid=config["max_grid"])[:config["max_tasks"]]
+    queries = sum(len(t.train) + len(t.test) for t in trained) + sum(len(t.train) for t in demo_tasks)
+    assert any(f"({queries} queries)" in m for m in messages)
+    with Store.open(workspace) as store:
+        evaluation_run = store.create_run("e", "eval", {"checkpoint_id": checkpoint.id, "source_run_id": run.id,
+                                                        "dataset": "arc1/eval", "max_tasks": 1})
+    assert run_job(workspace, evaluation_run.id, eval_job) == 0
+    with Store.open_readonly(workspace) as store:
+        [evaluation] = store.evaluations(run_id=evaluation_run.id)
+    assert "demonstration pairs of arc1/eval" in evaluation.summary["transductive"]
