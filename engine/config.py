@@ -16,6 +16,7 @@ from engine.errors import UserError
 STUDENTS = ("standalone", "sage-seed", "recursive", "pertask")
 PRESETS = ("tiny", "small", "base", "seed")
 LOSSES = ("ce", "weighted", "focal")
+LOSS_REGIONS = ("grid", "canvas")
 
 
 class ConfigError(UserError, ValueError):
@@ -55,6 +56,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     # loss
     loss: str = "ce"
+    loss_region: str = "grid"          # grid: real cells + the edge marking the shape; canvas: all 900
     focal_gamma: float = 2.0
     w_task: float = 1.0
     w_mse: float = 0.5
@@ -96,6 +98,8 @@ class TrainConfig:
             raise ConfigError("student", f"{self.student!r} is not one of {', '.join(STUDENTS)}")
         if self.preset not in PRESETS:
             raise ConfigError("preset", f"{self.preset!r} is not one of {', '.join(PRESETS)}")
+        if self.loss_region not in LOSS_REGIONS:
+            raise ConfigError("loss_region", f"{self.loss_region!r} is not one of {', '.join(LOSS_REGIONS)}")
         if self.loss not in LOSSES:
             raise ConfigError("loss", f"{self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.eval_demos and not self.eval_dataset:

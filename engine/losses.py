@@ -1,7 +1,8 @@
 """Training losses: the task loss on the 30x30x11 canvas and feature distillation.
 
-The task loss covers every canvas cell of a known target, OUTSIDE cells included,
-since predicting where the grid ends is part of the answer. Unknown targets
+By default the task loss covers the expected grid's real cells and the cells marking
+where it ends (predicting the shape is part of the answer), each group averaged on its
+own, so the empty canvas around a small grid cannot dominate it. Unknown targets
 (IGNORE_INDEX everywhere) contribute nothing.
 """
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.encoding import IGNORE_INDEX, NUM_CLASSES
+from engine.encoding import IGNORE_INDEX, NUM_CLASSES, OUTSIDE
 from engine.student import StudentOutput
 
 TASK_LOSS_MODES = ("ce", "weighted", "focal")
@@ -30,32 +31,61 @@ def inverse_frequency_weights(target: torch.Tensor) -> torch.Tensor:
     return weights * present.sum() / weights.sum().clamp(min=1e-12)
 
 
+TASK_LOSS_REGIONS = ("grid", "canvas")
+
+
+def grid_edge_cells(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real, edge) masks [B, 30, 30] of an encoded target: the expected grid's cells, and
+    the OUTSIDE cells that mark where it ends (the row just below it and the column just
+    right of it, which is what decoding reads the shape from)."""
+    known = target != IGNORE_INDEX
+    real = known & (target != OUTSIDE)
+    height = real[:, :, 0].sum(1).view(-1, 1, 1)
+    width = real[:, 0, :].sum(1).view(-1, 1, 1)
+    rows = torch.arange(target.shape[1], device=target.device).view(1, -1, 1)
+    cols = torch.arange(target.shape[2], device=target.device).view(1, 1, -1)
+    edge = known & ~real & (((rows == height) & (cols <= width)) | ((cols == width) & (rows <= height)))
+    return real, edge
+
+
 def task_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "ce",
-              gamma: float = 2.0, class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean loss over known target cells: logits [B, 30, 30, 11], target [B, 30, 30].
+              gamma: float = 2.0, class_weights: torch.Tensor | None = None,
+              region: str = "grid") -> torch.Tensor:
+    """Task loss of logits [B, 30, 30, 11] against target [B, 30, 30].
 
     "ce": cross-entropy; "weighted": cross-entropy with ``class_weights``, or
     inverse-frequency weights from this batch if none are given; "focal":
     (1 - p)^gamma * cross-entropy, optionally class-weighted.
+    ``region`` "grid" (the default) averages the mean over the expected grid's real cells
+    and the mean over the cells marking its edge, so the ~95% of the canvas that lies
+    outside a small grid cannot dominate; "canvas" is the mean over every known cell.
     """
     if mode not in TASK_LOSS_MODES:
         raise ValueError(f"unknown task loss {mode!r}: use one of {', '.join(TASK_LOSS_MODES)}")
+    if region not in TASK_LOSS_REGIONS:
+        raise ValueError(f"unknown task loss region {region!r}: use one of {', '.join(TASK_LOSS_REGIONS)}")
     flat_logits = logits.reshape(-1, NUM_CLASSES).float()
     flat_target = target.reshape(-1)
     known = flat_target != IGNORE_INDEX
     if not known.any():
         return flat_logits.sum() * 0.0   # keeps the graph, so backward() still works
-    flat_logits, flat_target = flat_logits[known], flat_target[known]
     if mode == "weighted" and class_weights is None:
-        class_weights = inverse_frequency_weights(flat_target)
-    cell_losses = F.cross_entropy(flat_logits, flat_target, reduction="none")
+        class_weights = inverse_frequency_weights(flat_target[known])
+    cell_losses = F.cross_entropy(flat_logits, flat_target.clamp(min=0), reduction="none")
     if mode == "focal":
         p_correct = torch.exp(-cell_losses)
         cell_losses = (1.0 - p_correct) ** gamma * cell_losses
-    if class_weights is None:
-        return cell_losses.mean()
-    cell_weights = class_weights.to(flat_logits.device)[flat_target]
-    return (cell_losses * cell_weights).sum() / cell_weights.sum().clamp(min=1e-12)
+    cell_weights = torch.ones_like(cell_losses) if class_weights is None else \
+        class_weights.to(flat_logits.device)[flat_target.clamp(min=0)]
+
+    def mean_over(mask: torch.Tensor) -> torch.Tensor:
+        weights = cell_weights * mask
+        return (cell_losses * weights).sum() / weights.sum().clamp(min=1e-12)
+
+    if region == "canvas":
+        return mean_over(known)
+    real, edge = (m.reshape(-1) for m in grid_edge_cells(target))
+    return (mean_over(real) + mean_over(edge)) / 2 if edge.any() else mean_over(real)
 
 
 def masked_adaptive_pool(sequence: torch.Tensor, mask: torch.Tensor,
@@ -113,16 +143,16 @@ class LossWeights:
 
 def combined_loss(output: StudentOutput, batch: dict, weights: LossWeights = LossWeights(),
                   projection: nn.Module | None = None, mode: str = "ce",
-                  gamma: float = 2.0, class_weights: torch.Tensor | None = None
-                  ) -> dict[str, torch.Tensor]:
+                  gamma: float = 2.0, class_weights: torch.Tensor | None = None,
+                  region: str = "grid") -> dict[str, torch.Tensor]:
     """Every loss component and their weighted sum under "loss".
 
     Distillation is computed when the batch carries teacher features, a projection
     (the student's ``distill_projection``) is given and its weights are not both zero.
     """
-    task = task_loss(output.logits, batch["target"], mode, gamma, class_weights)
+    task = task_loss(output.logits, batch["target"], mode, gamma, class_weights, region)
     if output.earlier_logits:   # deep supervision: every refinement's answer counts alike
-        earlier = [task_loss(logits, batch["target"], mode, gamma, class_weights)
+        earlier = [task_loss(logits, batch["target"], mode, gamma, class_weights, region)
                    for logits in output.earlier_logits]
         task = (task + sum(earlier)) / (1 + len(earlier))
     losses = {"task": task}

@@ -250,7 +250,7 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         out = train_model(batch)
                         losses = combined_loss(out, batch, weights, model.distill_projection,
-                                               cfg.loss, cfg.focal_gamma)
+                                               cfg.loss, cfg.focal_gamma, region=cfg.loss_region)
                     scaler.scale(losses["loss"] / cfg.grad_accum).backward()
                     for key, value in losses.items():
                         name = key if key == "loss" else f"loss_{key}"

@@ -123,3 +123,25 @@ def test_combined_loss_weights_every_component():
     no_teacher = combined_loss(output, {"target": target}, weights)
     assert set(no_teacher) == {"task", "loss"}
     assert no_teacher["loss"].item() == pytest.approx(2.0 * losses["task"].item())
+
+
+def test_the_grid_loss_is_not_dominated_by_the_empty_canvas():
+    """A 3x3 target: 9 real cells, 7 edge cells, 884 far-away outside cells. Predicting
+    every real cell wrong must cost the same whatever the far canvas holds."""
+    import torch
+    from engine.encoding import OUTSIDE, encode_target
+    from engine.losses import grid_edge_cells, task_loss
+    import numpy as np
+
+    target = torch.from_numpy(encode_target(np.ones((3, 3), np.uint8)))[None]
+    real, edge = grid_edge_cells(target)
+    assert int(real.sum()) == 9 and int(edge.sum()) == 7
+    assert bool(edge[0, 3, 0]) and bool(edge[0, 0, 3]) and not bool(edge[0, 10, 10])
+    wrong = torch.zeros(1, 30, 30, 11)
+    wrong[..., OUTSIDE] = 5.0                        # everything predicted outside
+    canvas = task_loss(wrong, target, region="canvas")
+    grid = task_loss(wrong, target, region="grid")
+    assert canvas < 0.2 < 1.0 < grid                        # the canvas mean hides 9 wrong cells
+    right_inside = wrong.clone()
+    right_inside[0, :3, :3, 1] = 10.0
+    assert task_loss(right_inside, target, region="grid") < grid / 5
