@@ -127,17 +127,52 @@ class TaskScore:
     solved_pass2: int
     score: float   # official rule: solved (by either attempt) / test inputs
 
+    @property
+    def score_pass1(self) -> float:
+        return self.solved_pass1 / self.n_test_inputs if self.n_test_inputs else 0.0
+
+
+def arc_score(task_scores: list[TaskScore]) -> tuple[float, float]:
+    """The official ARC rule, the one implementation of it: (pass@1, pass@2), each the
+    mean over tasks of the fraction of a task's test inputs solved (by the first attempt;
+    by either of two). No tasks score 0."""
+    if not task_scores:
+        return 0.0, 0.0
+    n = len(task_scores)
+    return (sum(t.score_pass1 for t in task_scores) / n, sum(t.score for t in task_scores) / n)
+
 
 BEST_METRIC = "val_pass2"  # what makes a checkpoint "best": validation pass@2
+# Ties on pass@2 (most often: nothing solved yet) go to the closer answers, then to the
+# earlier step, which reached the same figures first.
+BEST_TIE_BREAKS = ("val_pass1", "val_cell_acc")
+
+
+def is_validated(checkpoint: Checkpoint) -> bool:
+    """Whether the checkpoint carries validation figures measured on its own weights.
+    The engine stores figures with a checkpoint only when it validated at that step."""
+    return checkpoint.metrics.get(BEST_METRIC) is not None
 
 
 def best_checkpoint_id(checkpoints: list[Checkpoint]) -> int | None:
-    """Highest validation pass@2; a tie goes to the later step. Retention keeps it, the
-    dashboard stars it."""
-    scored = [c for c in checkpoints if c.metrics.get(BEST_METRIC) is not None]
-    if not scored:
+    """The best validated checkpoint: highest validation pass@2, then pass@1, then cell
+    accuracy, then the earlier step. Never one that was not validated. Retention keeps it,
+    the dashboard stars it."""
+    validated = [c for c in checkpoints if is_validated(c)]
+    if not validated:
         return None
-    return max(scored, key=lambda c: (c.metrics[BEST_METRIC], c.step)).id
+
+    def rank(c: Checkpoint) -> tuple:
+        figures = [c.metrics.get(key) for key in (BEST_METRIC, *BEST_TIE_BREAKS)]
+        return (*(-1.0 if v is None or v != v else v for v in figures), -c.step)
+
+    return max(validated, key=rank).id
+
+
+def nothing_solved(checkpoints: list[Checkpoint]) -> bool:
+    """True when checkpoints were validated and none solved a single validation task."""
+    validated = [c for c in checkpoints if is_validated(c)]
+    return bool(validated) and all(c.metrics[BEST_METRIC] == 0 for c in validated)
 
 
 @dataclass
@@ -499,10 +534,10 @@ class Store:
                        dataset: str, predictions: list[Prediction], task_scores: list[TaskScore],
                        summary: dict, demonstrations: dict[str, list[dict]] | None = None) -> int:
         """Store one evaluation, its predictions and per-task scores in one transaction.
-        The overall scores are the mean of task scores (the ARC Prize rule)."""
+        The overall scores follow the ARC Prize rule (``arc_score``). ``summary`` holds the
+        evaluation's other figures: baselines, scores without overlapping tasks, attempts."""
         n_tasks = len(task_scores)
-        pass1 = sum(t.solved_pass1 / t.n_test_inputs for t in task_scores) / n_tasks if n_tasks else 0.0
-        pass2 = sum(t.score for t in task_scores) / n_tasks if n_tasks else 0.0
+        pass1, pass2 = arc_score(task_scores)
         with self.transaction():
             cursor = self.conn.execute(
                 "INSERT INTO evaluations (run_id, source_run_id, checkpoint_id, dataset, created_at, "

@@ -25,16 +25,23 @@ def test_a_few_steps_log_metrics_checkpoints_and_finish(workspace, fast_train_co
     with Store.open_readonly(workspace) as store:
         run = store.get_run(run_id)
         assert (run.status, run.step, run.total_steps, run.progress) == ("finished", 6, 6, 1.0)
-        for key in ("loss", "loss_task", "cell_acc", "fg_acc", "exact", "lr", "grad_norm", "examples_per_s"):
+        for key in ("loss", "loss_task", "loss_task_cells", "loss_task_outside", "train_cell_acc",
+                    "train_fg_acc", "train_exact", "train_shape_acc", "lr", "grad_norm", "examples_per_s"):
             chunk = store.read_metrics_after(run_id, key)
             assert chunk.steps == [1, 2, 3, 4, 5, 6], key
-            assert all(math.isfinite(v) for v in chunk.values if key != "fg_acc"), key
-        assert all(0.0 <= v <= 1.0 for v in store.read_metrics_after(run_id, "cell_acc").values)
+            assert all(math.isfinite(v) for v in chunk.values if key != "train_fg_acc"), key
+        # Training-batch figures carry their prefix: nothing unprefixed looks like a result.
+        assert not {"cell_acc", "fg_acc", "exact", "shape_acc"} & set(store.metric_names(run_id))
+        assert all(0.0 <= v <= 1.0 for v in store.read_metrics_after(run_id, "train_cell_acc").values)
         # Warmup then cosine decay: the learning rate rises, then falls.
         lrs = store.read_metrics_after(run_id, "lr").values
         assert lrs[0] < lrs[1] and lrs[-1] < max(lrs)
         assert store.read_metrics_after(run_id, "val_pass2").steps == [3, 6]
         assert store.read_metrics_after(run_id, "val_colour0_acc").steps == [3, 6]
+        # The no-learning baseline of the validation tasks, beside every validation.
+        baseline = store.read_metrics_after(run_id, "val_baseline_cell_acc")
+        assert baseline.steps == [3, 6] and baseline.values[0] == baseline.values[1]
+        assert 0.0 <= baseline.values[0] <= 1.0
         checkpoints = store.checkpoints(run_id)
         assert [c.step for c in checkpoints] == [3, 6]
         assert checkpoints[-1].reason == "final" and "val_pass2" in checkpoints[-1].metrics
@@ -81,7 +88,7 @@ def test_cuda_out_of_memory_is_caught_with_figures_hint_and_checkpoint(workspace
         calls = {"n": 0}
 
         def forward_or_oom(batch):
-            calls["n"] += 1
+            calls["n"] += model.training   # training steps only: checkpoints validate too
             if calls["n"] == 4 and model.training:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.36 GiB (stand-in)")
             return forward(batch)
