@@ -101,6 +101,36 @@ class Evaluation:
     score_pass2: float
     summary: dict
 
+    # Reads of the summary the evaluation job stores (older evaluations lack some parts).
+    @property
+    def attempts_per_input(self) -> int | None:
+        """Distinct attempts per test input: 1 means its pass@2 is a pass@1."""
+        return self.summary.get("attempts_per_input")
+
+    @property
+    def overlap_checked(self) -> bool:
+        return bool((self.summary.get("overlap") or {}).get("checked"))
+
+    @property
+    def overlapping_tasks(self) -> list[str]:
+        """Tasks that share pairs with the checkpoint's training tasks (found by content)."""
+        return list((self.summary.get("overlap") or {}).get("task_ids") or [])
+
+    @property
+    def score_unseen(self) -> float | None:
+        """pass@2 over the tasks the checkpoint never trained on; None if not checked or
+        if it trained on every one."""
+        if not self.overlap_checked:
+            return None
+        if not self.overlapping_tasks:
+            return self.score_pass2
+        clean = self.summary.get("without_overlap") or {}
+        return clean.get("pass2") if clean.get("n_tasks") else None
+
+    def baseline(self, figure: str) -> float | None:
+        """The no-learning baseline's ``figure`` (pass2, cell_acc, ...) on the same tasks."""
+        return self.summary.get(f"baseline_{figure}")
+
 
 @dataclass
 class Prediction:

@@ -86,12 +86,13 @@ def evaluation_message(evaluation: Evaluation, dataset: str) -> str:
         message += (f"; no-learning baseline: pass@2 {s['baseline_pass2']:.4f}, cell accuracy "
                     f"{s['baseline_cell_acc']:.3f}")
     overlap = s.get("overlap") or {}
-    if overlap.get("task_ids"):
-        clean = s["without_overlap"]
-        message += (f"; WARNING {len(overlap['task_ids'])} of these tasks overlap the checkpoint's "
-                    f"training data ({overlap['trained_on']}): without them pass@2 "
-                    f"{clean.get('pass2', 0.0):.4f} over {clean['n_tasks']} tasks")
-    elif overlap and not overlap.get("checked"):
+    if evaluation.overlapping_tasks:
+        unseen = evaluation.score_unseen
+        message += (f"; WARNING {len(evaluation.overlapping_tasks)} of these tasks overlap the "
+                    f"checkpoint's training data ({overlap['trained_on']}): without them "
+                    + (f"pass@2 {unseen:.4f} over {s['without_overlap']['n_tasks']} tasks"
+                       if unseen is not None else "no task is left to score"))
+    elif overlap and not evaluation.overlap_checked:
         message += f"; overlap with the training data not checked ({overlap['reason']})"
     return message
 

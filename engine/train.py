@@ -212,7 +212,8 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
             metrics.update({f"{prefix}_{k}": v for k, v in result.summary().items()})
         model.train()
         if metrics:
-            ctx.log_metrics(step, {**metrics, **baselines})
+            metrics.update(baselines)
+            ctx.log_metrics(step, metrics)
         validated.update(step=step, metrics=metrics)
         return metrics
 
