@@ -290,6 +290,9 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
 
     if args.evaluation is not None:
         text = export.export_evaluation(store, args.evaluation, args.format or "submission")
+        note = export.evaluation_note(store, args.evaluation)
+        if note:
+            print(f"sage-engine: {note}", file=sys.stderr)
     else:
         text = export.export_metrics(store, args.run, args.format or "csv")
     if args.output == "-":

@@ -123,3 +123,19 @@ def test_combined_loss_weights_every_component():
     no_teacher = combined_loss(output, {"target": target}, weights)
     assert set(no_teacher) == {"task", "loss"}
     assert no_teacher["loss"].item() == pytest.approx(2.0 * losses["task"].item())
+
+
+def test_task_loss_parts_split_real_cells_from_the_outside_canvas():
+    """A model that gets the outside right and the real cells wrong has a small task
+    loss (the outside is most of the canvas) but a large loss over the real cells."""
+    from engine.losses import task_loss_parts
+
+    target = small_target()
+    logits = nn.functional.one_hot(target, NUM_CLASSES).float() * 20
+    logits[:, :3, :3] = 0.0                      # real cells: uniform, 1/11 each
+    parts = task_loss_parts(logits, target)
+    assert parts["task_cells"] == pytest.approx(torch.log(torch.tensor(11.0)).item(), rel=1e-4)
+    assert parts["task_outside"] < 1e-6
+    assert task_loss(logits, target).item() < 0.03 * parts["task_cells"]   # 9 of 900 cells
+    unknown = torch.full_like(target, IGNORE_INDEX)
+    assert all(v != v for v in task_loss_parts(logits, unknown).values())   # NaN: nothing to measure

@@ -116,3 +116,58 @@ def test_other_task_losses_train(workspace, fast_train_config, loss):
     assert code == 0
     with Store.open_readonly(workspace) as store:
         assert len(store.read_metrics_after(run_id, "loss").steps) == 2
+
+
+def _stopping_at(step: int):
+    """train_job, with a stop requested once ``step`` has been logged (as a SIGTERM or
+    the dashboard's `s` would, between two steps)."""
+    def job(ctx):
+        log = ctx.log_metrics
+
+        def log_then_stop(logged_step, values):
+            log(logged_step, values)
+            if logged_step == step and "loss" in values:
+                ctx.request_stop()
+
+        ctx.log_metrics = log_then_stop
+        return train_job(ctx)
+    return job
+
+
+def test_a_stop_between_validations_leaves_an_unvalidated_checkpoint_never_starred(
+        workspace, fast_train_config):
+    """Validated at step 3 (with its periodic checkpoint), stopped at step 5: the stop
+    checkpoint carries no figures (it used to carry step 3's, win the tie as the later
+    step, and retention then deleted the validated one)."""
+    from db.store import best_checkpoint_id
+
+    config = {**fast_train_config, "checkpoint_every_steps": 3, "keep_last": 1,
+              "checkpoint_every_minutes": 1000.0}
+    run_id, code = _train(workspace, config, _stopping_at(5))
+    assert code == 0
+    with Store.open_readonly(workspace) as store:
+        assert store.get_run(run_id).status == "stopped"
+        checkpoints = store.checkpoints(run_id)
+        validation_steps = store.read_metrics_after(run_id, "val_pass2").steps
+        events = [e for e in store.events(run_id) if e.kind == "checkpoint"]
+    assert [(c.step, c.reason) for c in checkpoints] == [(3, "periodic"), (5, "stop")]
+    assert validation_steps == [3]
+    assert checkpoints[1].metrics == {}
+    assert "not validated" in events[-1].message and events[-1].data["validated"] is False
+    assert best_checkpoint_id(checkpoints) == checkpoints[0].id   # kept by retention too
+
+
+def test_a_time_triggered_checkpoint_validates_its_own_weights(workspace, fast_train_config):
+    """checkpoint_every_minutes=0: a checkpoint every step, between the step-3 and
+    step-6 validations; each carries the figures of a validation at its own step."""
+    config = {**fast_train_config, "checkpoint_every_steps": 100, "checkpoint_every_minutes": 0.0,
+              "max_steps": 4, "keep_last": 10}
+    run_id, code = _train(workspace, config)
+    assert code == 0
+    with Store.open_readonly(workspace) as store:
+        checkpoints = store.checkpoints(run_id)
+        logged = dict(zip(*(lambda c: (c.steps, c.values))(store.read_metrics_after(run_id, "val_cell_acc"))))
+    assert [c.step for c in checkpoints] == [1, 2, 3, 4]
+    for c in checkpoints:
+        assert c.metrics["val_cell_acc"] == logged[c.step], c.step
+        assert "val_baseline_cell_acc" in c.metrics
