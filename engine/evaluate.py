@@ -64,8 +64,9 @@ def eval_job(ctx: RunContext) -> str:
     demonstrations = {t.id: t.to_dict()["train"] for t in tasks}
     evaluation_id = store_result(ctx, result, checkpoint.run_id, checkpoint.id, dataset.name,
                                  demonstrations, summary)
-    figures = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
-    ctx.log_metrics(0, {f"eval_{k}": v for k, v in figures.items() if k != "attempts_per_input"})
+    # The figures and their baseline (eval_baseline_*: the reference line of each curve).
+    ctx.log_metrics(0, {f"eval_{k}": v for k, v in summary.items()
+                        if isinstance(v, float) and not k.startswith("copy_input_")})
     message = evaluation_message(ctx.store.get_evaluation(evaluation_id), dataset.name)
     ctx.event("evaluation", message, {"evaluation_id": evaluation_id})
     print(message, flush=True)

@@ -190,3 +190,21 @@ async def test_checkpoints_key_reaches_the_app_hook(frozen, monkeypatch):
         await open_run(app, pilot, run_id=1)
         await pilot.press("c")
         assert opened == [1]
+
+
+def test_figures_are_grouped_by_where_they_were_measured():
+    from sage_tui.data import baseline_key, keys_by_group
+
+    keys = ["loss", "loss_task_cells", "train_cell_acc", "cell_acc", "val_pass2", "val_cell_acc",
+            "val_baseline_cell_acc", "eval_pass2", "eval_baseline_pass2", "lr", "examples_per_s"]
+    assert keys_by_group(keys) == {
+        "losses": ["loss", "loss_task_cells"],
+        "training": ["cell_acc", "train_cell_acc"],        # an older run's unprefixed batch figure
+        "validation": ["val_cell_acc", "val_pass2"],
+        "evaluation": ["eval_pass2"],
+        "optimisation": ["lr"],
+        "throughput": ["examples_per_s"],
+    }
+    assert baseline_key("val_cell_acc") == "val_baseline_cell_acc"
+    assert baseline_key("eval_pass2") == "eval_baseline_pass2"
+    assert baseline_key("train_cell_acc") is None and baseline_key("val_baseline_pass2") is None
