@@ -128,6 +128,6 @@ def test_training_and_held_out_figures_share_one_definition():
 
 
 def test_scoring_and_grid_decoding_load_without_torch():
-    code = ("import sys, engine.scoring, engine.encoding, engine.augment; "
+    code = ("import sys, engine.scoring, engine.encoding, engine.augment, engine.integrity; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
