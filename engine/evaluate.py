@@ -89,8 +89,10 @@ def evaluation_message(evaluation: Evaluation, dataset: str) -> str:
     overlap = s.get("overlap") or {}
     if evaluation.overlapping_tasks:
         unseen = evaluation.score_unseen
-        message += (f"; WARNING {len(evaluation.overlapping_tasks)} of these tasks overlap the "
-                    f"checkpoint's training data ({overlap['trained_on']}): without them "
+        count = len(evaluation.overlapping_tasks)
+        message += (f"; WARNING {count} of these tasks {'overlaps' if count == 1 else 'overlap'} "
+                    f"the checkpoint's training data ({overlap['trained_on']}): without "
+                    f"{'it' if count == 1 else 'them'} "
                     + (f"pass@2 {unseen:.4f} over {s['without_overlap']['n_tasks']} tasks"
                        if unseen is not None else "no task is left to score"))
     elif overlap and not evaluation.overlap_checked:

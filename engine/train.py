@@ -23,12 +23,12 @@ import torch  # noqa: E402
 
 from engine import distributed  # noqa: E402
 from engine.arc import ArcTask, all_queries, example_id, load_dataset, select_tasks  # noqa: E402
-from engine.integrity import (baseline_figures, find_overlap, overlap_message,  # noqa: E402
-                              split_run_tasks, trivially_solvable)
 from engine.augment import augment_task, random_colour_permutation  # noqa: E402
 from engine.checkpoints import apply_retention, load_state, save_checkpoint  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.encoding import build_example, collate  # noqa: E402
+from engine.integrity import (baseline_figures, find_overlap, overlap_message,  # noqa: E402
+                              split_run_tasks, trivially_solvable)
 from engine.losses import LossWeights, combined_loss, task_loss_parts  # noqa: E402
 from engine.predict import evaluate_queries, pick_device  # noqa: E402
 from engine.runner import JobFailed, RunContext  # noqa: E402

@@ -32,8 +32,10 @@ def score_text(e: Evaluation) -> str:
                  f"{e.baseline('cell_acc'):.0%} · this checkpoint: cells {e.summary.get('cell_acc', 0.0):.0%}")
     if e.overlapping_tasks:
         unseen = e.score_unseen
-        text += (f"\n[yellow]⚠ {len(e.overlapping_tasks)} tasks share pairs with the checkpoint's "
-                 f"training tasks[/] (marked trained): without them "
+        count = len(e.overlapping_tasks)
+        text += (f"\n[yellow]⚠ {count} task{' shares' if count == 1 else 's share'} pairs with the "
+                 f"checkpoint's training tasks[/] (marked trained): without "
+                 f"{'it' if count == 1 else 'them'} "
                  + (f"pass@2 [b]{unseen:.4f}[/b]" if unseen is not None else "no task is left"))
     elif not e.overlap_checked:
         text += "\n[dim]overlap with the training tasks not checked[/]"
