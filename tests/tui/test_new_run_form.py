@@ -181,5 +181,9 @@ async def test_an_evaluation_set_that_overlaps_the_training_tasks_is_named_befor
         assert "arc1/eval tasks" in message() and "arc2/train" in message()
         assert launched == [] and app.screen is form
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: launched, timeout=60, what="the launch")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=60,
+                         what="the launch to close the form")
         assert launched[0]["eval_dataset"] == "arc1/eval"
+        # Let the runs poll the launch started land before the app closes.
+        await app.workers.wait_for_complete()
+        await pilot.pause()
