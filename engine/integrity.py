@@ -80,7 +80,7 @@ def trained_tasks(config: dict) -> list[ArcTask]:
 def overlap_message(training_name: str, overlap: list[str], scored_name: str, scored_count: int) -> str:
     return (f"{len(overlap)} of the {scored_count} {scored_name} tasks share pairs (answers "
             f"included) with the tasks trained on from {training_name}: scores on them measure "
-            f"memory, not reasoning; each evaluation also reports its score without them")
+            f"memory, not reasoning")
 
 
 def contamination_warnings(config: dict) -> list[str]:
@@ -104,7 +104,8 @@ def contamination_warnings(config: dict) -> list[str]:
     validated_on = select_tasks(evaluation, max_tasks=cfg.eval_max_tasks)
     in_run = len(set(overlap) & {t.id for t in validated_on})
     return [overlap_message(cfg.dataset, overlap, cfg.eval_dataset, len(evaluation))
-            + f" ({in_run} of the {len(validated_on)} this run validates on)"]
+            + f" ({in_run} of the {len(validated_on)} this run validates on); every evaluation "
+              f"also reports its score without them"]
 
 
 # ------------------------------------------------------------------- baselines

@@ -59,9 +59,11 @@ def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
     if cfg.eval_dataset:
         eval_set = load_dataset(cfg.eval_dataset)
         eval_tasks = select_tasks(eval_set.tasks, max_tasks=cfg.eval_max_tasks)
-        overlap = find_overlap(train, eval_tasks)
+    # By content: a held-out or evaluation task whose pairs a training task holds.
+    for name, scored in (("held-out validation", val), (cfg.eval_dataset, eval_tasks)):
+        overlap = find_overlap(train, scored)
         if overlap:
-            ctx.event("warning", overlap_message(cfg.dataset, overlap, cfg.eval_dataset, len(eval_tasks))
+            ctx.event("warning", overlap_message(cfg.dataset, overlap, name, len(scored))
                       + f": {', '.join(overlap[:8])}" + (" …" if len(overlap) > 8 else ""),
                       {"overlapping_tasks": overlap})
     features = None

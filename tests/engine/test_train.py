@@ -171,3 +171,23 @@ def test_a_time_triggered_checkpoint_validates_its_own_weights(workspace, fast_t
     for c in checkpoints:
         assert c.metrics["val_cell_acc"] == logged[c.step], c.step
         assert "val_baseline_cell_acc" in c.metrics
+
+
+def test_held_out_and_evaluation_tasks_a_training_task_holds_are_warned_about(workspace, tmp_path):
+    """A folder dataset holding one task twice under two names: whichever is held out, the
+    training copy holds its pairs; the run says so, by content, before it trains."""
+    import json
+
+    from engine.arc import load_dataset
+
+    task = load_dataset("arc1/train").tasks[0].to_dict()
+    for name in ("original", "renamed"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(task))
+    config = {"dataset": str(tmp_path), "eval_dataset": str(tmp_path), "val_tasks": 1,
+              "max_tasks": None, "max_grid": None, "max_steps": 1, "batch_size": 2, "warmup_steps": 1}
+    run_id, code = _train(workspace, config)
+    assert code == 0
+    with Store.open_readonly(workspace) as store:
+        warnings = [e.message for e in store.events(run_id) if e.kind == "warning"]
+    assert any(w.startswith("1 of the 1 held-out validation tasks share pairs") for w in warnings)
+    assert any(w.startswith(f"2 of the 2 {tmp_path} tasks share pairs") for w in warnings)
