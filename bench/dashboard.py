@@ -44,7 +44,7 @@ from db.store import Store  # noqa: E402
 RUNS = 20
 TOTAL_ROWS = 5_000_000
 BIG_STEPS = 1_000_000
-KEYS = ("loss", "loss_task", "loss_mse", "loss_cosine", "cell_acc", "fg_acc", "exact", "lr",
+KEYS = ("loss", "loss_task", "loss_mse", "loss_cosine", "train_cell_acc", "train_fg_acc", "train_exact", "lr",
         "grad_norm", "examples_per_s", "epoch")
 BATCH = 250_000
 TERMINAL = (160, 48)

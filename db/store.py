@@ -101,6 +101,36 @@ class Evaluation:
     score_pass2: float
     summary: dict
 
+    # Reads of the summary the evaluation job stores (older evaluations lack some parts).
+    @property
+    def attempts_per_input(self) -> int | None:
+        """Distinct attempts per test input: 1 means its pass@2 is a pass@1."""
+        return self.summary.get("attempts_per_input")
+
+    @property
+    def overlap_checked(self) -> bool:
+        return bool((self.summary.get("overlap") or {}).get("checked"))
+
+    @property
+    def overlapping_tasks(self) -> list[str]:
+        """Tasks that share pairs with the checkpoint's training tasks (found by content)."""
+        return list((self.summary.get("overlap") or {}).get("task_ids") or [])
+
+    @property
+    def score_unseen(self) -> float | None:
+        """pass@2 over the tasks the checkpoint never trained on; None if not checked or
+        if it trained on every one."""
+        if not self.overlap_checked:
+            return None
+        if not self.overlapping_tasks:
+            return self.score_pass2
+        clean = self.summary.get("without_overlap") or {}
+        return clean.get("pass2") if clean.get("n_tasks") else None
+
+    def baseline(self, figure: str) -> float | None:
+        """The no-learning baseline's ``figure`` (pass2, cell_acc, ...) on the same tasks."""
+        return self.summary.get(f"baseline_{figure}")
+
 
 @dataclass
 class Prediction:
@@ -127,17 +157,52 @@ class TaskScore:
     solved_pass2: int
     score: float   # official rule: solved (by either attempt) / test inputs
 
+    @property
+    def score_pass1(self) -> float:
+        return self.solved_pass1 / self.n_test_inputs if self.n_test_inputs else 0.0
+
+
+def arc_score(task_scores: list[TaskScore]) -> tuple[float, float]:
+    """The official ARC rule, the one implementation of it: (pass@1, pass@2), each the
+    mean over tasks of the fraction of a task's test inputs solved (by the first attempt;
+    by either of two). No tasks score 0."""
+    if not task_scores:
+        return 0.0, 0.0
+    n = len(task_scores)
+    return (sum(t.score_pass1 for t in task_scores) / n, sum(t.score for t in task_scores) / n)
+
 
 BEST_METRIC = "val_pass2"  # what makes a checkpoint "best": validation pass@2
+# Ties on pass@2 (most often: nothing solved yet) go to the closer answers, then to the
+# earlier step, which reached the same figures first.
+BEST_TIE_BREAKS = ("val_pass1", "val_cell_acc")
+
+
+def is_validated(checkpoint: Checkpoint) -> bool:
+    """Whether the checkpoint carries validation figures measured on its own weights.
+    The engine stores figures with a checkpoint only when it validated at that step."""
+    return checkpoint.metrics.get(BEST_METRIC) is not None
 
 
 def best_checkpoint_id(checkpoints: list[Checkpoint]) -> int | None:
-    """Highest validation pass@2; a tie goes to the later step. Retention keeps it, the
-    dashboard stars it."""
-    scored = [c for c in checkpoints if c.metrics.get(BEST_METRIC) is not None]
-    if not scored:
+    """The best validated checkpoint: highest validation pass@2, then pass@1, then cell
+    accuracy, then the earlier step. Never one that was not validated. Retention keeps it,
+    the dashboard stars it."""
+    validated = [c for c in checkpoints if is_validated(c)]
+    if not validated:
         return None
-    return max(scored, key=lambda c: (c.metrics[BEST_METRIC], c.step)).id
+
+    def rank(c: Checkpoint) -> tuple:
+        figures = [c.metrics.get(key) for key in (BEST_METRIC, *BEST_TIE_BREAKS)]
+        return (*(-1.0 if v is None or v != v else v for v in figures), -c.step)
+
+    return max(validated, key=rank).id
+
+
+def nothing_solved(checkpoints: list[Checkpoint]) -> bool:
+    """True when checkpoints were validated and none solved a single validation task."""
+    validated = [c for c in checkpoints if is_validated(c)]
+    return bool(validated) and all(c.metrics[BEST_METRIC] == 0 for c in validated)
 
 
 @dataclass
@@ -499,10 +564,10 @@ class Store:
                        dataset: str, predictions: list[Prediction], task_scores: list[TaskScore],
                        summary: dict, demonstrations: dict[str, list[dict]] | None = None) -> int:
         """Store one evaluation, its predictions and per-task scores in one transaction.
-        The overall scores are the mean of task scores (the ARC Prize rule)."""
+        The overall scores follow the ARC Prize rule (``arc_score``). ``summary`` holds the
+        evaluation's other figures: baselines, scores without overlapping tasks, attempts."""
         n_tasks = len(task_scores)
-        pass1 = sum(t.solved_pass1 / t.n_test_inputs for t in task_scores) / n_tasks if n_tasks else 0.0
-        pass2 = sum(t.score for t in task_scores) / n_tasks if n_tasks else 0.0
+        pass1, pass2 = arc_score(task_scores)
         with self.transaction():
             cursor = self.conn.execute(
                 "INSERT INTO evaluations (run_id, source_run_id, checkpoint_id, dataset, created_at, "
@@ -554,11 +619,16 @@ class Store:
                                score.solved_pass2, score.score))
             self.conn.execute("INSERT OR REPLACE INTO task_demos VALUES (?,?,?)",
                               (evaluation_id, score.task_id, json.dumps(demonstrations)))
+            scores = self.task_scores(evaluation_id)
+            pass1, pass2 = arc_score(scores)
             self.conn.execute(
-                "UPDATE evaluations SET (n_tasks, n_test_inputs, score_pass1, score_pass2) = "
-                "(SELECT COUNT(*), SUM(n_test_inputs), AVG(CAST(solved_pass1 AS REAL) / n_test_inputs), "
-                "AVG(score) FROM task_scores WHERE evaluation_id = ?) WHERE id = ?",
-                (evaluation_id, evaluation_id))
+                "UPDATE evaluations SET n_tasks = ?, n_test_inputs = ?, score_pass1 = ?, "
+                "score_pass2 = ? WHERE id = ?",
+                (len(scores), sum(t.n_test_inputs for t in scores), pass1, pass2, evaluation_id))
+
+    def update_evaluation_summary(self, evaluation_id: int, summary: dict) -> None:
+        self.conn.execute("UPDATE evaluations SET summary = ? WHERE id = ?",
+                          (json.dumps(summary), evaluation_id))
 
     def evaluation_of_run(self, run_id: int) -> int | None:
         row = self.conn.execute("SELECT id FROM evaluations WHERE run_id = ? ORDER BY id LIMIT 1",

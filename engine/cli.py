@@ -237,12 +237,18 @@ def cmd_runs(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Print {"ok": true} or {"ok": false, "field": ..., "message": ...}; exit 0 / 1.
-    For an extraction the teacher is also made, so one that cannot load is caught here."""
+    """Print {"ok": true, "warnings": [...]} or {"ok": false, "field": ..., "message": ...};
+    exit 0 / 1. For an extraction the teacher is also made, so one that cannot load is
+    caught here; for training, an evaluation set that overlaps the training tasks (by
+    content) is a warning."""
+    warnings: list[str] = []
     try:
         values = json.loads(args.config_json)
         if args.kind == "train":
+            from engine.integrity import contamination_warnings
+
             TrainConfig.from_dict(values)
+            warnings = contamination_warnings(values)
         else:
             from engine.extract import ExtractConfig
             from engine.teachers import make_teacher
@@ -256,11 +262,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     except (UserError, ValueError) as exc:
         field = "teacher" if type(exc).__name__ == "TeacherError" else "config"
         return _check_answer(False, field, str(exc))
-    return _check_answer(True)
+    return _check_answer(True, warnings=warnings)
 
 
-def _check_answer(ok: bool, field: str | None = None, message: str | None = None) -> int:
-    print(json.dumps({"ok": True} if ok else {"ok": False, "field": field, "message": message}))
+def _check_answer(ok: bool, field: str | None = None, message: str | None = None,
+                  warnings: list[str] | None = None) -> int:
+    answer = {"ok": True, "warnings": warnings or []} if ok else {"ok": False, "field": field,
+                                                                   "message": message}
+    print(json.dumps(answer))
     return 0 if ok else 1
 
 
@@ -315,6 +324,9 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
 
     if args.evaluation is not None:
         text = export.export_evaluation(store, args.evaluation, args.format or "submission")
+        note = export.evaluation_note(store, args.evaluation)
+        if note:
+            print(f"sage-engine: {note}", file=sys.stderr)
     else:
         text = export.export_metrics(store, args.run, args.format or "csv")
     if args.output == "-":

@@ -7,10 +7,11 @@ import logging
 
 import torch
 
-from db.store import Prediction, TaskScore
+from db.store import Evaluation, Prediction
 from engine.arc import load_dataset, select_tasks
 from engine.checkpoints import load_state
 from engine.config import TrainConfig
+from engine.integrity import evaluation_summary
 from engine.predict import EvalResult, evaluate_queries, pick_device
 from engine.runner import JobFailed, RunContext
 from engine.student import build_student
@@ -39,7 +40,6 @@ def eval_job(ctx: RunContext) -> str:
     checkpoint = ctx.store.get_checkpoint(settings["checkpoint_id"])
     state = load_state(ctx.absolute(checkpoint.path))
     train_cfg = TrainConfig.from_dict(state["config"])
-    ctx.config["trained_config"] = state["config"]   # store_result labels transductive training
     device = pick_device(settings.get("device") or "auto")
     model = load_student(state, device)
     dataset = load_dataset(settings.get("dataset") or "arc1/eval")
@@ -69,23 +69,49 @@ def eval_job(ctx: RunContext) -> str:
 
     result = evaluate_queries(model, tasks, train_cfg, device, features, tta_votes=votes,
                               on_progress=progress)
+    summary = evaluation_summary(result, tasks, state["config"])
     demonstrations = {t.id: t.to_dict()["train"] for t in tasks}
     evaluation_id = store_result(ctx, result, checkpoint.run_id, checkpoint.id, dataset.name,
-                                 demonstrations)
-    summary = ctx.store.get_evaluation(evaluation_id)
-    ctx.log_metrics(0, {f"eval_{k}": v for k, v in result.summary().items()})
-    message = (f"evaluation {evaluation_id}: pass@2 {summary.score_pass2:.4f}, pass@1 "
-               f"{summary.score_pass1:.4f} over {summary.n_tasks} tasks ({summary.n_test_inputs} test "
-               f"inputs) of {dataset.name} — official ARC rule: mean over tasks of the fraction "
-               f"of test inputs solved")
+                                 demonstrations, summary)
+    # The figures and their baseline (eval_baseline_*: the reference line of each curve).
+    ctx.log_metrics(0, {f"eval_{k}": v for k, v in summary.items()
+                        if isinstance(v, float) and not k.startswith("copy_input_")})
+    message = evaluation_message(ctx.store.get_evaluation(evaluation_id), dataset.name)
     ctx.event("evaluation", message, {"evaluation_id": evaluation_id})
     print(message, flush=True)
     return "finished"
 
 
+def evaluation_message(evaluation: Evaluation, dataset: str) -> str:
+    """The line `sage-engine eval` prints: the score, its baseline, and what it is without
+    the tasks the checkpoint trained on."""
+    s = evaluation.summary
+    pass2 = ("pass@2" if s.get("attempts_per_input", 2) >= 2
+             else "pass@2 (one attempt only: a pass@1)")
+    message = (f"evaluation {evaluation.id}: {pass2} {evaluation.score_pass2:.4f}, pass@1 "
+               f"{evaluation.score_pass1:.4f}, cell accuracy {s.get('cell_acc', float('nan')):.3f} "
+               f"over {evaluation.n_tasks} tasks ({evaluation.n_test_inputs} test inputs) of "
+               f"{dataset} — official ARC rule: mean over tasks of the fraction of test inputs solved")
+    if "baseline_pass2" in s:
+        message += (f"; no-learning baseline: pass@2 {s['baseline_pass2']:.4f}, cell accuracy "
+                    f"{s['baseline_cell_acc']:.3f}")
+    overlap = s.get("overlap") or {}
+    if evaluation.overlapping_tasks:
+        unseen = evaluation.score_unseen
+        count = len(evaluation.overlapping_tasks)
+        message += (f"; WARNING {count} of these tasks {'overlaps' if count == 1 else 'overlap'} "
+                    f"the checkpoint's training data ({overlap['trained_on']}): without "
+                    f"{'it' if count == 1 else 'them'} "
+                    + (f"pass@2 {unseen:.4f} over {s['without_overlap']['n_tasks']} tasks"
+                       if unseen is not None else "no task is left to score"))
+    elif overlap and not evaluation.overlap_checked:
+        message += f"; overlap with the training data not checked ({overlap['reason']})"
+    return message
+
+
 def store_result(ctx: RunContext, result: EvalResult, source_run_id: int, checkpoint_id: int,
-                 dataset: str, demonstrations: dict[str, list[dict]]) -> int:
-    predictions, by_task = [], {}
+                 dataset: str, demonstrations: dict[str, list[dict]], summary: dict) -> int:
+    predictions = []
     for p in result.predictions:
         attempts = [a.tolist() for a in p.attempts]
         predictions.append(Prediction(
@@ -93,16 +119,5 @@ def store_result(ctx: RunContext, result: EvalResult, source_run_id: int, checkp
             p.expected.tolist() if p.expected is not None else None,
             attempts[0], attempts[1] if len(attempts) > 1 else None,
             p.correct(0), p.correct(1), p.cell_accuracy(0), p.cell_accuracy(1)))
-        by_task.setdefault(p.task_id, []).append(p)
-    task_scores = []
-    for task_id, items in sorted(by_task.items()):
-        solved1 = sum(p.correct(0) for p in items)
-        solved2 = sum(p.correct(0) or p.correct(1) for p in items)
-        task_scores.append(TaskScore(0, task_id, len(items), solved1, solved2, solved2 / len(items)))
-    summary = result.summary()
-    trained = ctx.config.get("trained_config") or {}
-    if trained.get("eval_demos"):
-        summary["transductive"] = (f"the student trained on the demonstration pairs of "
-                                   f"{trained.get('eval_dataset')} (never their test outputs)")
     return ctx.store.add_evaluation(ctx.run_id, source_run_id, checkpoint_id, dataset,
-                                    predictions, task_scores, summary, demonstrations)
+                                    predictions, result.score().tasks, summary, demonstrations)

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from db.store import Store
+from db.store import Prediction, Store
 from engine.errors import UserError
 
 
@@ -25,13 +25,30 @@ def export_evaluation(store: Store, evaluation_id: int, fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["task_id", "test_index", "correct_attempt_1", "correct_attempt_2",
-                         "cell_acc_attempt_1", "cell_acc_attempt_2", "expected_shape", "attempt_1_shape"])
+                         "cell_acc_attempt_1", "cell_acc_attempt_2", "expected_shape", "attempt_1_shape",
+                         "attempts"])
         for p in predictions:
             shape = (lambda g: f"{len(g)}x{len(g[0]) if g else 0}" if g is not None else "")
             writer.writerow([p.task_id, p.test_index, int(p.correct_1), int(p.correct_2),
-                             _num(p.cell_acc_1), _num(p.cell_acc_2), shape(p.expected), shape(p.attempt_1)])
+                             _num(p.cell_acc_1), _num(p.cell_acc_2), shape(p.expected), shape(p.attempt_1),
+                             len(_distinct_attempts(p))])
         return out.getvalue()
     raise UserError(f"evaluations export as submission or csv, not {fmt}")
+
+
+def _distinct_attempts(p: Prediction) -> list:
+    return [a for i, a in enumerate((p.attempt_1, p.attempt_2)) if a is not None
+            and (i == 0 or a != p.attempt_1)]
+
+
+def evaluation_note(store: Store, evaluation_id: int) -> str | None:
+    """A warning to print beside an export whose pass@2 is really a pass@1: test inputs
+    with a single distinct attempt (a submission then repeats it as attempt 2)."""
+    single = sum(len(_distinct_attempts(p)) < 2 for p in store.predictions(evaluation_id))
+    if not single:
+        return None
+    return (f"pass@1 only for {single} test input(s): one distinct attempt each, so their "
+            f"attempt_2 repeats attempt_1 and pass@2 cannot exceed pass@1 there")
 
 
 def export_metrics(store: Store, run_id: int, fmt: str) -> str:

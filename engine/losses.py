@@ -88,6 +88,25 @@ def task_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "ce",
     return (mean_over(real) + mean_over(edge)) / 2 if edge.any() else mean_over(real)
 
 
+@torch.no_grad()
+def task_loss_parts(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Diagnostics, not optimised: the plain cross-entropy over the expected grids' real
+    cells ("task_cells") and over the canvas outside them ("task_outside"), each a mean
+    over its cells in the batch. The outside cells are most of a small task's canvas, so
+    a low ``loss_task`` can hide wrong real cells; these two show it. NaN where a batch
+    has no such cells."""
+    flat_logits = logits.reshape(-1, NUM_CLASSES).float()
+    flat_target = target.reshape(-1)
+    known = flat_target != IGNORE_INDEX
+    cell_losses = F.cross_entropy(flat_logits[known], flat_target[known], reduction="none")
+    outside = flat_target[known] == OUTSIDE
+
+    def mean(values: torch.Tensor) -> float:
+        return float(values.mean()) if values.numel() else float("nan")
+
+    return {"task_cells": mean(cell_losses[~outside]), "task_outside": mean(cell_losses[outside])}
+
+
 def masked_adaptive_pool(sequence: torch.Tensor, mask: torch.Tensor,
                          bins: torch.Tensor, num_bins: int) -> torch.Tensor:
     """Average the real tokens of each example into ``bins[b]`` consecutive bins

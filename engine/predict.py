@@ -1,4 +1,5 @@
-"""Predicting ARC test inputs with a student, with optional test-time voting.
+"""Predicting ARC test inputs with a student: two distinct attempts per test input, from
+test-time votes or the runner-up grid.
 
 Shared by validation during training and by `sage-engine eval`, so both score the
 same way: the official rule (a test input is solved when one of at most two attempts
@@ -8,15 +9,15 @@ test inputs solved; the final score is the mean over tasks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from engine.arc import ArcTask, example_id
 from engine.augment import augment_task, random_colour_permutation, undo_prediction, vote
 from engine.encoding import build_example, collate, decode_prediction
-from engine.scoring import colour_accuracy, grid_cell_accuracy, score_submission
+from engine.scoring import EvalResult, TestPrediction, grids_equal
+
+__all__ = ["EvalResult", "TestPrediction", "evaluate_queries", "pick_device", "predict_grids"]
 
 PREDICT_BATCH = 32
 PREDICT_TOKENS = 16_384   # padded tokens per prediction batch
@@ -39,59 +40,6 @@ def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-@dataclass
-class TestPrediction:
-    task_id: str
-    test_index: int
-    test_input: np.ndarray
-    expected: np.ndarray | None
-    attempts: list[np.ndarray]     # one or two grids, attempt 1 first
-
-    def correct(self, attempt: int) -> bool:
-        if self.expected is None or attempt >= len(self.attempts):
-            return False
-        guess = self.attempts[attempt]
-        return guess.shape == self.expected.shape and bool((guess == self.expected).all())
-
-    def cell_accuracy(self, attempt: int) -> float | None:
-        if self.expected is None or attempt >= len(self.attempts):
-            return None
-        return grid_cell_accuracy(self.attempts[attempt], self.expected)
-
-
-@dataclass
-class EvalResult:
-    predictions: list[TestPrediction]
-
-    def score(self):
-        attempts: dict[str, list[list[np.ndarray]]] = {}
-        solutions: dict[str, list[np.ndarray]] = {}
-        for p in sorted(self.predictions, key=lambda p: (p.task_id, p.test_index)):
-            if p.expected is None:
-                continue
-            attempts.setdefault(p.task_id, []).append(p.attempts)
-            solutions.setdefault(p.task_id, []).append(p.expected)
-        return score_submission(attempts, solutions)
-
-    def summary(self) -> dict[str, float]:
-        """Official scores plus the diagnostics that cannot flatter: cell accuracy over
-        the expected grid's real cells only, and shape accuracy."""
-        known = [p for p in self.predictions if p.expected is not None]
-        if not known:
-            return {}
-        score = self.score()
-        colours = colour_accuracy([(p.attempts[0], p.expected) for p in known])
-        return {
-            "pass1": score.pass_at_1,
-            "pass2": score.pass_at_2,
-            "exact": float(np.mean([p.correct(0) for p in known])),
-            "cell_acc": float(np.mean([p.cell_accuracy(0) for p in known])),
-            "shape_acc": float(np.mean([p.attempts[0].shape == p.expected.shape for p in known])),
-            # Where "94% of pixels" hides a model that only paints the background.
-            **{f"colour{colour}_acc": float(acc) for colour, acc in colours.items()},
-        }
-
-
 def _augmentations(votes: int, seed: int) -> list[tuple[int, np.ndarray]]:
     """Identity first, then ``votes - 1`` random dihedral x colour permutations."""
     rng = np.random.default_rng(seed)
@@ -102,15 +50,22 @@ def _augmentations(votes: int, seed: int) -> list[tuple[int, np.ndarray]]:
     return augs
 
 
-@torch.no_grad()
 def predict_grids(model, queries: list[tuple[ArcTask, str, int]], max_demos: int,
                   device: torch.device, features=None) -> list[np.ndarray]:
-    """One predicted grid per query. Queries are batched by length under a token budget,
-    so a batch of 30x30 tasks (thousands of tokens each) does not exhaust memory and a
-    batch of small ones is not padded to the longest."""
+    """One predicted grid per query (see ``predict_grid_pairs``)."""
+    return [best for best, _ in predict_grid_pairs(model, queries, max_demos, device, features)]
+
+
+@torch.no_grad()
+def predict_grid_pairs(model, queries: list[tuple[ArcTask, str, int]], max_demos: int,
+                       device: torch.device, features=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, the most likely grid and the runner-up (``runner_up_grid``). Queries
+    are batched by length under a token budget, so a batch of 30x30 tasks (thousands of
+    tokens each) does not exhaust memory and a batch of small ones is not padded to the
+    longest."""
     examples = [build_example(t, k, i, max_demos) for t, k, i in queries]
     order = sorted(range(len(queries)), key=lambda i: len(examples[i]["tokens"]))
-    grids: list[np.ndarray | None] = [None] * len(queries)
+    grids: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(queries)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     start = 0
     while start < len(order):
@@ -128,10 +83,39 @@ def predict_grids(model, queries: list[tuple[ArcTask, str, int]], max_demos: int
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(batch).logits
-        for i, cells in zip(chunk, logits.argmax(-1).cpu().numpy()):
-            grids[i] = decode_prediction(cells)
+        top2 = logits.float().log_softmax(-1).topk(2, dim=-1)
+        for i, values, classes in zip(chunk, top2.values.cpu().numpy(), top2.indices.cpu().numpy()):
+            grids[i] = runner_up_grid(classes, values[..., 0] - values[..., 1])
         start = end
     return grids
+
+
+def runner_up_grid(classes: np.ndarray, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(most likely grid, second most likely grid) from each canvas cell's two likeliest
+    classes ``classes`` [30, 30, 2] and their log-probability gap ``gaps`` [30, 30].
+
+    Under the model's per-cell distribution the second likeliest canvas differs from the
+    likeliest in the one cell where the two top classes are closest; cells whose change
+    leaves the decoded grid the same are skipped, so the runner-up is always distinct."""
+    best_cells = classes[..., 0]
+    best = decode_prediction(best_cells)
+    for flat in np.argsort(gaps, axis=None, kind="stable"):
+        row, col = divmod(int(flat), best_cells.shape[1])
+        if not _can_change(best, row, col):
+            continue
+        cells = best_cells.copy()
+        cells[row, col] = classes[row, col, 1]
+        second = decode_prediction(cells)
+        if not grids_equal(second, best):
+            return best, second
+    return best, best   # unreachable for a real canvas; kept total for safety
+
+
+def _can_change(grid: np.ndarray, row: int, col: int) -> bool:
+    """Whether a canvas cell can change the decoded grid: one inside it, or one on row 0
+    or column 0 just beyond it (which extends the shape)."""
+    height, width = grid.shape
+    return (row < height and col < width) or (row == 0 and col == width) or (col == 0 and row == height)
 
 
 def _query_key(query: tuple[ArcTask, str, int]) -> tuple[str, str, int]:
@@ -141,24 +125,32 @@ def _query_key(query: tuple[ArcTask, str, int]) -> tuple[str, str, int]:
 
 def evaluate_queries(model, tasks: list[ArcTask], cfg, device: torch.device, features=None,
                      tta_votes: int | None = None, on_progress=None) -> EvalResult:
-    """Predict every test input of ``tasks``. With ``tta_votes`` > 1 (and a student that
-    reads grids), each test input is predicted under that many augmentations, each
-    prediction is mapped back, and the two most voted grids are attempts 1 and 2."""
+    """Predict every test input of ``tasks`` with two distinct attempts. With
+    ``tta_votes`` > 1 (and a student that reads grids), each test input is predicted
+    under that many augmentations, each prediction is mapped back, and the two most
+    voted grids are attempts 1 and 2. Where the views yield only one distinct grid (or
+    there is one view), attempt 2 is the runner-up grid of the un-augmented view."""
     votes = cfg.tta_votes if tta_votes is None else tta_votes
     if features is not None:
         votes = 1  # a features-only student cannot see an augmented grid
     queries = [(t, "test", i) for t in tasks for i in range(len(t.test))]
     candidates: list[list[np.ndarray]] = [[] for _ in queries]
+    runner_ups: list[np.ndarray] = []
     augmentations = _augmentations(max(1, votes), cfg.seed)
     for n, (k, perm) in enumerate(augmentations):
         augmented = [(augment_task(t, k, perm) if n else t, kind, i) for t, kind, i in queries]
-        for slot, grid in enumerate(predict_grids(model, augmented, cfg.max_demos, device, features)):
+        pairs = predict_grid_pairs(model, augmented, cfg.max_demos, device, features)
+        for slot, (grid, second) in enumerate(pairs):
             candidates[slot].append(undo_prediction(grid, k, perm) if n else grid)
+            if n == 0:
+                runner_ups.append(second)
         if on_progress is not None:
             on_progress(n + 1, len(augmentations))
     predictions = []
-    for (task, _, index), grids in zip(queries, candidates):
-        attempts = vote(grids)[:2] if len(grids) > 1 else grids[:1]
+    for (task, _, index), grids, second in zip(queries, candidates, runner_ups):
+        attempts = vote(grids)[:2]
+        if len(attempts) < 2:
+            attempts.append(second)
         pair = task.test[index]
         predictions.append(TestPrediction(task.id, index, pair.input, pair.output, attempts))
     return EvalResult(predictions)

@@ -27,7 +27,9 @@ from engine.augment import augment_task, random_colour_permutation  # noqa: E402
 from engine.checkpoints import apply_retention, load_state, save_checkpoint  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.encoding import build_example, collate  # noqa: E402
-from engine.losses import LossWeights, combined_loss  # noqa: E402
+from engine.integrity import (baseline_figures, find_overlap, overlap_message,  # noqa: E402
+                              split_run_tasks, trivially_solvable)
+from engine.losses import LossWeights, combined_loss, task_loss_parts  # noqa: E402
 from engine.predict import evaluate_queries, pick_device  # noqa: E402
 from engine.runner import JobFailed, RunContext  # noqa: E402
 from engine.scoring import batch_metrics  # noqa: E402
@@ -47,17 +49,12 @@ def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
     dataset = load_dataset(cfg.dataset)
     for problem in dataset.problems:
         ctx.event("warning", f"skipped task {problem}")
-    tasks = select_tasks(dataset.tasks, cfg.task_ids or None, max_grid=cfg.max_grid)
-    if cfg.max_tasks is not None:
-        tasks = tasks[: cfg.max_tasks + cfg.val_tasks]
-    if len(tasks) <= cfg.val_tasks:
-        raise JobFailed(f"{len(tasks)} tasks match the settings, but val_tasks={cfg.val_tasks} "
-                        f"would leave none to train on: lower val_tasks or max_grid limits")
     # Split by task, never by example: a validation task is never seen in training.
-    order = list(range(len(tasks)))
-    random.Random(cfg.seed).shuffle(order)
-    val = [tasks[i] for i in sorted(order[:cfg.val_tasks])]
-    train = [tasks[i] for i in sorted(order[cfg.val_tasks:])]
+    train, val = split_run_tasks(dataset.tasks, cfg.task_ids, cfg.max_tasks, cfg.max_grid,
+                                 cfg.val_tasks, cfg.seed)
+    if not train:
+        raise JobFailed(f"{len(val)} tasks match the settings, but val_tasks={cfg.val_tasks} "
+                        f"would leave none to train on: lower val_tasks or max_grid limits")
     eval_tasks: list[ArcTask] = []
     queries = all_queries(train)
     if cfg.eval_dataset:
@@ -68,6 +65,13 @@ def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
             queries += all_queries(demo_tasks, kinds=("train",))
             ctx.event("data", f"transductive: also training on the demonstration pairs of "
                               f"{len(demo_tasks)} tasks of {cfg.eval_dataset} (never their test outputs)")
+    # By content: a held-out or evaluation task whose pairs a training task holds.
+    for name, scored in (("held-out validation", val), (cfg.eval_dataset, eval_tasks)):
+        overlap = find_overlap(train, scored)
+        if overlap:
+            ctx.event("warning", overlap_message(cfg.dataset, overlap, name, len(scored))
+                      + f": {', '.join(overlap[:8])}" + (" …" if len(overlap) > 8 else ""),
+                      {"overlapping_tasks": overlap})
     features = None
     if cfg.features:
         from engine.features import open_store_for_training
@@ -80,8 +84,14 @@ def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
             raise JobFailed(f"feature store {cfg.features} lacks {len(missing)} of the {len(needed)} "
                             f"examples this run needs (first: {missing[0]}): extract them with "
                             f"sage-engine extract --dataset {cfg.dataset} --store {cfg.features}")
+    trivial = trivially_solvable(queries, cfg.max_demos)
+    held_out = trivially_solvable(all_queries(val + eval_tasks, kinds=("test",)), cfg.max_demos)
     ctx.event("data", f"{len(train)} training tasks ({len(queries)} queries), "
-                      f"{len(val)} held-out tasks, {len(eval_tasks)} evaluation tasks")
+                      f"{len(val)} held-out tasks, {len(eval_tasks)} evaluation tasks; trivially "
+                      f"solvable training queries: {trivial['answer_in_demos']} with the answer among "
+                      f"the demonstrations seen, {trivial['answer_is_input']} with the answer equal "
+                      f"to the input",
+              {"training_queries": trivial, "held_out_test_inputs": held_out})
     return TrainData(queries, val, eval_tasks, features)
 
 
@@ -195,9 +205,37 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
     if resume:
         step, epoch, batch_in_epoch = _restore(ctx, checkpoint_id, model, optimizer, scheduler, scaler)
 
-    def checkpoint(reason: str, metrics: dict | None = None) -> None:
+    # Validation figures belong to the weights they were measured on: a checkpoint
+    # carries them only when validation ran at its very step, else none ("not validated").
+    validated = {"step": None, "metrics": {}}
+    validation_sets = [(prefix, tasks) for prefix, tasks in (("val", data.val_tasks),
+                                                             ("eval", data.eval_tasks)) if tasks]
+    # The no-learning baseline of each set, once: the reference line on its curves.
+    baselines = {f"{prefix}_{key}": value for prefix, tasks in validation_sets
+                 for key, value in baseline_figures(tasks).items() if key.startswith("baseline_")}
+
+    def validate() -> dict:
+        metrics = {}
+        model.eval()
+        for prefix, tasks in validation_sets:
+            result = evaluate_queries(model, tasks, cfg, device, data.features)
+            metrics.update({f"{prefix}_{k}": v for k, v in result.summary().items()})
+        model.train()
+        if metrics:
+            metrics.update(baselines)
+            ctx.log_metrics(step, metrics)
+        validated.update(step=step, metrics=metrics)
+        return metrics
+
+    def checkpoint(reason: str, may_validate: bool = True) -> None:
+        """Save a checkpoint of this step. It validates first where validation is on and
+        has not run at this step, unless ``may_validate`` is False (a stop, an OOM: no
+        time or memory to spare), in which case the checkpoint records no figures."""
         if not ctx.is_writer:
             return
+        if validated["step"] != step and may_validate and validation_sets:
+            validate()
+        metrics = validated["metrics"] if validated["step"] == step else {}
         # Every metric row up to this step is in the database before the checkpoint is:
         # a run killed later and resumed from here then misses no step.
         ctx.flush()
@@ -207,27 +245,16 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                  "batch_in_epoch": batch_in_epoch, "config": cfg.to_dict(),
                  "student": {"kind": cfg.student, "preset": cfg.preset, "teacher_dim": teacher_dim}}
         saved = save_checkpoint(ctx.store, ctx.workspace, ctx.run_id, ctx.run_dir, state, step,
-                                epoch + batch_in_epoch / batches_per_epoch, metrics or {}, reason)
+                                epoch + batch_in_epoch / batches_per_epoch, metrics, reason)
         apply_retention(ctx.store, ctx.workspace, ctx.run_id, cfg.keep_last)
-        ctx.event("checkpoint", f"checkpoint at step {step} ({reason}, {saved.size_bytes / 2**20:.1f} MiB)",
-                  {"checkpoint_id": saved.id, "step": step})
-
-    def validate() -> dict:
-        metrics = {}
-        model.eval()
-        for prefix, tasks in (("val", data.val_tasks), ("eval", data.eval_tasks)):
-            if tasks:
-                result = evaluate_queries(model, tasks, cfg, device, data.features)
-                metrics.update({f"{prefix}_{k}": v for k, v in result.summary().items()})
-        model.train()
-        if metrics:
-            ctx.log_metrics(step, metrics)
-        return metrics
+        figures = "validated" if metrics else "not validated"
+        ctx.event("checkpoint", f"checkpoint at step {step} ({reason}, {figures}, "
+                                f"{saved.size_bytes / 2**20:.1f} MiB)",
+                  {"checkpoint_id": saved.id, "step": step, "validated": bool(metrics)})
 
     ctx.set_progress(total_steps=total_steps, step=step)
     last_checkpoint_time = time.time()
     loop_started, first_step = time.perf_counter(), step  # for the ETA: this process's pace
-    last_metrics: dict = {}
     model.train()
     try:
         while step < total_steps and epoch < cfg.epochs:
@@ -255,8 +282,13 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                     for key, value in losses.items():
                         name = key if key == "loss" else f"loss_{key}"
                         components_sum[name] = components_sum.get(name, 0.0) + float(value.detach()) * len(indices)
+                    # Figures of the (augmented) training batch: train_*, never mistaken for
+                    # held-out results; and the task loss split over real and outside cells.
                     scores = batch_metrics(out.logits.detach(), batch["target"])
                     scores.pop("examples")
+                    scores = {f"train_{key}": value for key, value in scores.items()}
+                    scores.update({f"loss_{key}": value for key, value in
+                                   task_loss_parts(out.logits.detach(), batch["target"]).items()})
                     for key, value in scores.items():
                         metrics_sum[key] = metrics_sum.get(key, 0.0) + value * len(indices)
                     n_examples += len(indices)
@@ -282,24 +314,23 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                 ctx.set_progress(step=step, epoch=values["epoch"], progress=step / total_steps,
                                  eta_s=(total_steps - step) * seconds_per_step)
 
-                if step % cfg.val_every_steps == 0:
-                    last_metrics = validate()
+                if step % cfg.val_every_steps == 0 and validation_sets:
+                    validate()
                 if dist.any_flag(ctx.should_stop):
-                    checkpoint("stop", last_metrics)
+                    checkpoint("stop", may_validate=False)
                     return "stopped"
                 minutes = (time.time() - last_checkpoint_time) / 60
                 due = step % cfg.checkpoint_every_steps == 0 or minutes >= cfg.checkpoint_every_minutes
                 if due and step < total_steps:  # the last step gets the final checkpoint below
-                    checkpoint("periodic", last_metrics)
+                    checkpoint("periodic")
                     last_checkpoint_time = time.time()
             if batch_in_epoch >= batches_per_epoch:
                 epoch += 1
                 batch_in_epoch = 0
-        last_metrics = validate()
-        checkpoint("final", last_metrics)
+        checkpoint("final")
         return "finished"
     except torch.OutOfMemoryError as exc:
-        raise _out_of_memory(ctx, cfg, device, step, checkpoint, last_metrics) from exc
+        raise _out_of_memory(ctx, cfg, device, step, checkpoint) from exc
     finally:
         dist.cleanup()
 
@@ -311,7 +342,7 @@ def _cuda_memory(device: torch.device) -> dict[str, float]:
 
 
 def _out_of_memory(ctx: RunContext, cfg: TrainConfig, device: torch.device, step: int,
-                   checkpoint, last_metrics: dict) -> JobFailed:
+                   checkpoint) -> JobFailed:
     """Record a CUDA OOM (figures, batch size, a checkpoint of the last completed step)
     and return the failure to raise, with a hint that says what to change."""
     figures = _cuda_memory(device) if device.type == "cuda" else {}
@@ -327,7 +358,7 @@ def _out_of_memory(ctx: RunContext, cfg: TrainConfig, device: torch.device, step
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if step > 0:  # the state of the last completed step; at step 0 there is none
-            checkpoint("oom", last_metrics)
+            checkpoint("oom", may_validate=False)
     except Exception as save_error:  # memory may be too tight even for this
         ctx.event("warning", f"could not write a checkpoint after the OOM: {save_error}")
     return JobFailed(hint)

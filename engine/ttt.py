@@ -27,9 +27,11 @@ import numpy as np
 
 from db.store import Prediction, TaskScore
 from engine.arc import ArcTask, load_dataset, select_tasks
+from engine.evaluate import evaluation_message
+from engine.integrity import evaluation_summary
 from engine.pertask import PerTaskSettings, solve_task
 from engine.runner import JobFailed, RunContext, StopRequested
-from engine.scoring import grid_cell_accuracy, grids_equal
+from engine.scoring import EvalResult, TestPrediction, grid_cell_accuracy, grids_equal
 
 DEFAULT_TTT_STEPS = 300
 
@@ -141,11 +143,8 @@ def ttt_job(ctx: RunContext) -> str:
     start = _starting_point(ctx, config, settings)
     evaluation_id = ctx.store.evaluation_of_run(ctx.run_id)
     if evaluation_id is None:
-        summary = {"test_time_training": _describe(start, settings), "n_tasks_planned": len(tasks)}
-        trained = start.get("train_config") or {}
-        if trained.get("eval_demos"):
-            summary["transductive"] = (f"the student trained on the demonstration pairs of "
-                                       f"{trained.get('eval_dataset')} (never their test outputs)")
+        summary = {"test_time_training": _describe(start, settings), "n_tasks_planned": len(tasks),
+                   "attempts_per_input": 2}
         evaluation_id = ctx.store.start_evaluation(
             ctx.run_id, config.get("source_run_id"), config.get("checkpoint_id"), dataset.name, summary)
     done = set(ctx.store.evaluated_task_ids(evaluation_id))
@@ -172,14 +171,28 @@ def ttt_job(ctx: RunContext) -> str:
         per_task = (time.perf_counter() - started) / (count - len(done))
         ctx.set_progress(step=count, total_steps=len(tasks), progress=count / len(tasks),
                          eta_s=per_task * (len(tasks) - count))
-    final = ctx.store.get_evaluation(evaluation_id)
-    message = (f"evaluation {evaluation_id}: pass@2 {final.score_pass2:.4f}, pass@1 "
-               f"{final.score_pass1:.4f} over {final.n_tasks} tasks ({final.n_test_inputs} test "
-               f"inputs) of {dataset.name}, with test-time training — official ARC rule: mean "
-               f"over tasks of the fraction of test inputs solved")
+    _summarise(ctx, evaluation_id, tasks, start.get("train_config"))
+    message = evaluation_message(ctx.store.get_evaluation(evaluation_id), dataset.name)
+    message = message.replace(f"of {dataset.name}", f"of {dataset.name}, with test-time training", 1)
     ctx.event("evaluation", message, {"evaluation_id": evaluation_id})
     print(message, flush=True)
     return "finished"
+
+
+def _summarise(ctx: RunContext, evaluation_id: int, tasks: list[ArcTask], train_config: dict | None) -> None:
+    """The evaluation's figures once every task is done, defined as for any evaluation
+    (``engine.integrity.evaluation_summary``: figures, baselines, overlap with the
+    checkpoint's training data), beside what the test-time training was."""
+    stored = ctx.store.predictions(evaluation_id)
+    result = EvalResult([TestPrediction(
+        p.task_id, p.test_index, np.asarray(p.test_input),
+        np.asarray(p.expected) if p.expected is not None else None,
+        [np.asarray(a) for a in (p.attempt_1, p.attempt_2) if a is not None]) for p in stored])
+    done = {p.task_id for p in stored}
+    evaluation = ctx.store.get_evaluation(evaluation_id)
+    summary = {**evaluation.summary,
+               **evaluation_summary(result, [t for t in tasks if t.id in done], train_config)}
+    ctx.store.update_evaluation_summary(evaluation_id, summary)
 
 
 def _describe(start: dict, settings: PerTaskSettings) -> str:

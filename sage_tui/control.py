@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from db.processes import effective_status, engine_command, launch_engine, signal_engine
@@ -83,6 +84,7 @@ class CheckResult:
     field: str | None = None
     message: str = ""
     validated: bool = True   # False: the engine could not check these settings
+    warnings: list[str] = dataclass_field(default_factory=list)   # e.g. evaluation tasks trained on
 
 
 def check_config(kind: str, config: dict) -> CheckResult:
@@ -107,5 +109,5 @@ def check_config(kind: str, config: dict) -> CheckResult:
         return CheckResult(True, validated=False,
                            message=f"could not validate {kind} settings ({detail[:160]})")
     if answer["ok"]:
-        return CheckResult(True)
+        return CheckResult(True, warnings=list(answer.get("warnings") or []))
     return CheckResult(False, answer.get("field"), answer.get("message", "invalid setting"))

@@ -21,39 +21,63 @@ BEST_KEY = BEST_METRIC
 FULL_READ_ROWS = 20_000
 
 # Curves are grouped the way a researcher reads them; a key lands in the first group
-# whose test matches it, and anything unknown in "other".
+# whose test matches it, and anything unknown in "other". Figures measured on training
+# batches (train_*), on held-out validation tasks (val_*) and on the evaluation set
+# (eval_*) never share a group.
 METRIC_GROUPS: list[tuple[str, str]] = [
     ("losses", "losses"),
-    ("accuracy", "accuracy & exact"),
+    ("training", "training batches"),
+    ("validation", "validation (held-out tasks)"),
+    ("evaluation", "evaluation set"),
     ("optimisation", "optimisation"),
     ("throughput", "memory & speed"),
     ("other", "other"),
 ]
+BASELINE_MARK = "_baseline_"   # <prefix>_baseline_<figure>: the reference line of <prefix>_<figure>
+
+
+def baseline_key(key: str) -> str | None:
+    """The key of the no-learning baseline drawn as a reference line on ``key``'s plot
+    (``val_cell_acc`` -> ``val_baseline_cell_acc``), or None for a key that has none."""
+    prefix, _, figure = key.partition("_")
+    if prefix not in ("val", "eval") or not figure or BASELINE_MARK in key:
+        return None
+    return f"{prefix}{BASELINE_MARK}{figure}"
+
+
+def is_baseline(key: str) -> bool:
+    return BASELINE_MARK in key
 
 
 def metric_group(key: str) -> str:
     if "loss" in key:
         return "losses"
-    if any(word in key for word in ("acc", "exact", "pass", "score")):
-        return "accuracy"
+    if key.startswith("val_"):
+        return "validation"
+    if key.startswith("eval_"):
+        return "evaluation"
     if key.startswith("torch_") or any(word in key for word in ("per_s", "_mb", "mem", "time")):
         return "throughput"
+    # train_*, and the unprefixed batch figures older runs logged, are training batches.
+    if key.startswith("train_") or any(word in key for word in ("acc", "exact", "pass", "score")):
+        return "training"
     if key in ("lr", "grad_norm", "epoch") or any(word in key for word in ("lr", "grad", "scale")):
         return "optimisation"
     return "other"
 
 
 def keys_by_group(keys: list[str]) -> dict[str, list[str]]:
+    """Plotted keys by group. Baseline keys get no plot of their own: each is the
+    reference line of the figure it names (``baseline_key``)."""
     groups: dict[str, list[str]] = {name: [] for name, _ in METRIC_GROUPS}
     for key in keys:
-        groups[metric_group(key)].append(key)
+        if not is_baseline(key):
+            groups[metric_group(key)].append(key)
     return {name: sorted(found, key=_key_order) for name, found in groups.items() if found}
 
 
 def _key_order(key: str) -> tuple:
-    # Training keys first, then val_*, then eval_*; the bare "loss" leads its group.
-    prefix = 2 if key.startswith("eval_") else 1 if key.startswith("val_") else 0
-    return (prefix, key != "loss", key)
+    return (key != "loss", key)   # the bare "loss" leads its group
 
 
 # ------------------------------------------------------------------------ runs

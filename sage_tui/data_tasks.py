@@ -13,7 +13,7 @@ from pathlib import Path
 
 from db.processes import launch_engine
 from db.store import (Checkpoint, Evaluation, Prediction, Run, Store, WorkspaceError, best_checkpoint_id,
-                      run_dir_relative)
+                      nothing_solved, run_dir_relative)
 from sage_tui import control
 
 Grid = list[list[int]]
@@ -41,8 +41,9 @@ class EvaluationRow:
 class CheckpointsView:
     run: Run
     checkpoints: list[Checkpoint]
-    best_id: int | None
+    best_id: int | None                   # among validated checkpoints only
     evaluations: list[EvaluationRow]
+    nothing_solved: bool = False          # validated, and none solved a validation task
 
 
 def _evaluation_rows(store: Store, evaluations: list[Evaluation]) -> list[EvaluationRow]:
@@ -68,7 +69,7 @@ def load_checkpoints(workspace: Path, run_id: int, all_runs: bool = False) -> Ch
             by_id.update({e.id: e for e in store.evaluations(run_id=run_id)})
             evaluations = [by_id[k] for k in sorted(by_id)]
         return CheckpointsView(run, checkpoints, best_checkpoint_id(checkpoints),
-                               _evaluation_rows(store, evaluations))
+                               _evaluation_rows(store, evaluations), nothing_solved(checkpoints))
 
 
 def evaluate_checkpoint(workspace: Path, checkpoint_id: int, dataset: str | None = None,
@@ -110,6 +111,7 @@ class TaskRow:
     solved_pass2: int
     score: float               # official: solved test inputs (either attempt) / test inputs
     cell_acc: float | None     # mean cell accuracy of attempt 1 over the task's test inputs
+    seen_in_training: bool = False   # shares pairs with the checkpoint's training tasks
 
     @property
     def state(self) -> str:
@@ -138,7 +140,11 @@ def _task_rows(store: Store, evaluation_id: int) -> list[TaskRow]:
 def load_tasks(workspace: Path, evaluation_id: int) -> TasksView:
     with Store.open_readonly(workspace) as store:
         evaluation = store.get_evaluation(evaluation_id)
-        return TasksView(_evaluation_rows(store, [evaluation])[0], _task_rows(store, evaluation_id))
+        rows = _task_rows(store, evaluation_id)
+        seen = set(evaluation.overlapping_tasks)
+        for row in rows:
+            row.seen_in_training = row.task_id in seen
+        return TasksView(_evaluation_rows(store, [evaluation])[0], rows)
 
 
 def task_score(row: TaskRow | None) -> float:
@@ -193,17 +199,6 @@ def shape(grid: Grid | None) -> tuple[int, int]:
     if not grid:
         return (0, 0)
     return (len(grid), len(grid[0]))
-
-
-def cell_accuracy(attempt: Grid | None, expected: Grid | None) -> float | None:
-    """Right cells over the expected grid's cells; cells outside the attempt are wrong
-    (the engine's rule, so a wrong shape never scores by overlap alone)."""
-    if attempt is None or not expected:
-        return None
-    h, w = shape(expected)
-    right = sum(1 for r in range(min(h, len(attempt))) for c in range(min(w, len(attempt[r])))
-                if attempt[r][c] == expected[r][c])
-    return right / (h * w)
 
 
 # -------------------------------------------------------------------- compare

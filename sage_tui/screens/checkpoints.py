@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
-from db.store import Checkpoint
+from db.store import Checkpoint, is_validated
 from sage_tui import data_tasks
 from sage_tui.data_tasks import CheckpointsView, EvaluationRow
 from sage_tui.screens.compare import CompareScreen
@@ -38,6 +38,29 @@ def size_text(size: int | None) -> str:
 def metric_text(metrics: dict, key: str) -> str:
     value = metrics.get(key)
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def percent(value: float | None) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) and value == value else "-"
+
+
+def best_text(view: CheckpointsView) -> str:
+    """What the ★ means here: the best validated checkpoint, and plainly when no
+    checkpoint solved anything (then ★ marks the closest answers, not a success)."""
+    best = next((c for c in view.checkpoints if c.id == view.best_id), None)
+    if best is None:
+        return "no validated checkpoint yet"
+    if view.nothing_solved:
+        baseline = best.metrics.get("val_baseline_cell_acc")
+        return (f"[yellow]no checkpoint solved any validation task[/]: [b]★[/b] step {best.step} "
+                f"has the best cell accuracy ({metric_text(best.metrics, 'val_cell_acc')}"
+                + (f", no-learning baseline {baseline:.3f})" if baseline is not None else ")"))
+    return f"[b]★[/b] best: step {best.step} (val pass@2 {best.metrics['val_pass2']:.3f})"
+
+
+def unvalidated_text(checkpoints: list[Checkpoint]) -> str:
+    steps = [str(c.step) for c in checkpoints if not is_validated(c)]
+    return f"\nnot validated (no figures of their own): step {', '.join(steps)}" if steps else ""
 
 
 def clock(t: float) -> str:
@@ -133,10 +156,11 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
                                   ("cells", "cells", 5), ("size", "size", 8), ("why", "reason", 8)):
             checkpoints.add_column(label, key=key, width=width)
         evaluations = self.query_one("#evaluations-table", DataTable)
-        for label, key, width in (("", "mark", 1), ("id", "id", 3), ("run", "source", 10),
-                                  ("step", "step", 6), ("dataset", "dataset", 10),
+        for label, key, width in (("", "mark", 1), ("id", "id", 3), ("run", "source", 8),
+                                  ("step", "step", 5), ("dataset", "dataset", 8),
                                   ("tasks", "tasks", 5), ("pass@2", "pass2", 6),
-                                  ("pass@1", "pass1", 6), ("made", "made", 11)):
+                                  ("pass@1", "pass1", 6), ("unseen", "unseen", 6),
+                                  ("cells", "cells", 4), ("base", "base", 4)):
             evaluations.add_column(label, key=key, width=width)
         checkpoints.focus()
         self.poll()
@@ -166,17 +190,16 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
             self.fill_checkpoints(view)
             self.fill_evaluations(view)
         run = view.run
-        best = next((c for c in view.checkpoints if c.id == view.best_id), None)
-        best_text = (f"[b]★[/b] best: step {best.step} (val pass@2 {best.metrics['val_pass2']:.3f})"
-                     if best else "no validation scores yet")
         self.query_one("#checkpoints-summary", Static).update(
             f"run {run.id} [b]{run.name}[/b] ({run.kind}): {len(view.checkpoints)} checkpoints   "
-            f"{best_text}")
+            f"{best_text(view)}{unvalidated_text(view.checkpoints)}")
         scope = "all runs" if self.all_runs else "this run's checkpoints"
         marked = ", ".join(str(i) for i in self.marked) or "none"
         self.query_one("#evaluations-heading", Static).update(
             f"Evaluations of {scope} ({len(view.evaluations)})  marked: {marked}  "
-            f"[dim](w: {'this run' if self.all_runs else 'all runs'})[/]")
+            f"[dim](w: {'this run' if self.all_runs else 'all runs'})[/]\n"
+            f"[dim]unseen: pass@2 without the tasks the checkpoint trained on · cells: cell "
+            f"accuracy · base: the no-learning baseline's · * pass@1 only (one attempt)[/]")
         self.sub_title = f"run {run.id} checkpoints"
 
     def fill_checkpoints(self, view: CheckpointsView) -> None:
@@ -199,10 +222,15 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
         table.clear()
         for row in view.evaluations:
             e = row.evaluation
+            one_attempt = "*" if e.attempts_per_input == 1 else ""
+            unseen = e.score_unseen
             table.add_row("●" if e.id in self.marked else "", str(e.id), row.source_name,
                           str(row.checkpoint_step) if row.checkpoint_step is not None else "-",
-                          e.dataset, str(e.n_tasks), f"{e.score_pass2:.3f}", f"{e.score_pass1:.3f}",
-                          clock(e.created_at), key=str(e.id))
+                          e.dataset, str(e.n_tasks), f"{e.score_pass2:.3f}{one_attempt}",
+                          f"{e.score_pass1:.3f}",
+                          "-" if unseen is None else f"{unseen:.3f}" + ("!" if e.overlapping_tasks else ""),
+                          percent(e.summary.get("cell_acc")), percent(e.baseline("cell_acc")),
+                          key=str(e.id))
         self.restore_cursor(table, keep)
 
     @staticmethod

@@ -196,6 +196,7 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
         self.touched: set[str] = set()
         self.submitted = False
         self.busy = False
+        self.warned_for: dict | None = None   # the settings whose check warning was shown
 
     # ---------------------------------------------------------------- layout
     def row(self, key: str, label: str, widget) -> ComposeResult:
@@ -320,12 +321,22 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
         if not verdict.ok:
             self.post_message(self.Checked(verdict.field, verdict.message, None))
             return
+        if verdict.warnings and self.warned_for != form.config:
+            # Shown before launch; the same settings started again launch anyway.
+            self.warned_for = form.config
+            self.post_message(self.Checked(None, "", None, warning=" ".join(verdict.warnings)))
+            return
         run = control.start_run(self.app.workspace, form.kind, form.name, form.config, gpus=form.gpus)
         self.post_message(self.Checked(None, "", run.id, warning="" if verdict.validated else verdict.message))
 
     @on(Checked)
     def checked(self, message: Checked) -> None:
         self.busy = False
+        if message.run_id is None and message.warning:
+            self.set_message(f"[yellow]⚠ {message.warning}[/yellow] — ctrl+s again starts it anyway")
+            self.notify(message.warning, title="evaluation tasks overlap the training tasks",
+                        severity="warning", timeout=15)
+            return
         if message.run_id is None:
             key = ENGINE_FIELDS.get(message.field_name, message.field_name)
             if key in DEFAULTS and self.query_one(f"#row-{key}").display:

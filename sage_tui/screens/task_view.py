@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from db.store import Prediction
-from sage_tui.data_tasks import SOLVED, TaskDetail, cell_accuracy, load_task, shape
+from sage_tui.data_tasks import SOLVED, TaskDetail, load_task, shape
 from sage_tui.widgets.grid import GridPanel, count_wrong, diff_grid
 from sage_tui.workers import ReportsWorkerErrors
 
@@ -33,8 +33,7 @@ def attempt_verdict(number: int, attempt, expected, stored_acc: float | None) ->
         return f"attempt {number}", f"attempt {number}: expected output unknown"
     if attempt == expected:
         return f"attempt {number} [green]✓[/]", f"attempt {number}: [green]right[/]"
-    acc = stored_acc if stored_acc is not None else cell_accuracy(attempt, expected)
-    acc_text = f"{acc:.0%}" if acc is not None else "-"
+    acc_text = f"{stored_acc:.0%}" if stored_acc is not None else "-"   # the engine's figure
     if shape(attempt) != shape(expected):
         return (f"attempt {number} [red]✗ {shape_text(attempt)}[/]",
                 f"attempt {number}: [red]wrong shape {shape_text(attempt)}, expected "

@@ -9,12 +9,37 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from db.store import Evaluation
 from sage_tui.data_tasks import FAILED, PARTLY, SOLVED, TaskRow, TasksView, load_tasks
 from sage_tui.screens.task_view import TaskViewScreen
 from sage_tui.workers import ReportsWorkerErrors
 
 STATE_CELL = {SOLVED: "[green]✓ solved[/]", PARTLY: "[yellow]◐ partly[/]", FAILED: "[red]✗ failed[/]"}
 FILTERS = ("all", SOLVED, PARTLY, FAILED)
+
+
+SEEN_CELL = "[yellow]trained[/]"
+
+
+def score_text(e: Evaluation) -> str:
+    """The score as it must be read: pass@2 (or pass@1 only), the no-learning baseline
+    on the same tasks, and the score without the tasks the checkpoint trained on."""
+    pass2 = "pass@2" if e.attempts_per_input != 1 else "pass@2 [yellow](one attempt: a pass@1)[/]"
+    text = (f"score [b]{e.score_pass2:.4f}[/b] {pass2} · {e.score_pass1:.4f} pass@1 (mean over "
+            f"tasks of test inputs solved)")
+    if e.baseline("cell_acc") is not None:
+        text += (f"\nno-learning baseline: pass@2 {e.baseline('pass2'):.4f}, cells "
+                 f"{e.baseline('cell_acc'):.0%} · this checkpoint: cells {e.summary.get('cell_acc', 0.0):.0%}")
+    if e.overlapping_tasks:
+        unseen = e.score_unseen
+        count = len(e.overlapping_tasks)
+        text += (f"\n[yellow]⚠ {count} task{' shares' if count == 1 else 's share'} pairs with the "
+                 f"checkpoint's training tasks[/] (marked trained): without "
+                 f"{'it' if count == 1 else 'them'} "
+                 + (f"pass@2 [b]{unseen:.4f}[/b]" if unseen is not None else "no task is left"))
+    elif not e.overlap_checked:
+        text += "\n[dim]overlap with the training tasks not checked[/]"
+    return text
 
 
 def sort_rows(rows: list[TaskRow], by: str) -> list[TaskRow]:
@@ -68,6 +93,7 @@ class TasksScreen(ReportsWorkerErrors, Screen):
         table.add_column("score", key="score", width=5)
         table.add_column("pass@1", key="pass1", width=6)
         table.add_column("cells", key="cells", width=5)
+        table.add_column("seen", key="seen", width=7)
         table.focus()
         self.load()
 
@@ -101,7 +127,8 @@ class TasksScreen(ReportsWorkerErrors, Screen):
         for r in rows:
             table.add_row(r.task_id, STATE_CELL[r.state], f"{r.solved_pass2}/{r.n_test_inputs}",
                           f"{r.score:.2f}", f"{r.solved_pass1}/{r.n_test_inputs}",
-                          f"{r.cell_acc:.0%}" if r.cell_acc is not None else "-", key=r.task_id)
+                          f"{r.cell_acc:.0%}" if r.cell_acc is not None else "-",
+                          SEEN_CELL if r.seen_in_training else "", key=r.task_id)
         if selected in {r.task_id for r in rows}:
             table.move_cursor(row=table.get_row_index(selected))
         self.show_summary(len(rows))
@@ -112,8 +139,7 @@ class TasksScreen(ReportsWorkerErrors, Screen):
         search = f"  search: [b]{self.search_text}[/b]" if self.search_text else ""
         self.query_one("#tasks-summary", Static).update(
             f"{view.evaluation.label}: {e.n_tasks} tasks, {e.n_test_inputs} test inputs\n"
-            f"score [b]{e.score_pass2:.4f}[/b] pass@2 · {e.score_pass1:.4f} pass@1 (mean over tasks of "
-            f"test inputs solved)\n"
+            f"{score_text(e)}\n"
             f"[green]✓ solved {view.count(SOLVED)}[/]  [yellow]◐ partly {view.count(PARTLY)}[/]  "
             f"[red]✗ failed {view.count(FAILED)}[/]   showing [b]{self.state}[/b]: {shown}  "
             f"sort: {self.sort_by}{search}")

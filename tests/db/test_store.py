@@ -221,3 +221,31 @@ def test_migration_summarises_metrics_written_before_blocks_existed(tmp_path):
         chunk = store.read_series_downsampled(1, "loss", points=50)
     assert (33_333, 9.0) in zip(chunk.steps, chunk.values)
     assert len(chunk.steps) <= 52 and chunk.steps[-1] == 59_999
+
+
+def test_best_checkpoint_is_validated_ranked_by_figures_then_earliest():
+    from db.store import Checkpoint, best_checkpoint_id, nothing_solved
+
+    def checkpoint(cid, step, **metrics):
+        return Checkpoint(cid, 1, step, None, f"{cid}.pt", 1, metrics, 0.0, "periodic")
+
+    validated = checkpoint(1, 300, val_pass2=0.0, val_pass1=0.0, val_cell_acc=0.40)
+    closer = checkpoint(2, 400, val_pass2=0.0, val_pass1=0.0, val_cell_acc=0.45)
+    unvalidated_latest = checkpoint(3, 449)            # a stop between validations
+    assert best_checkpoint_id([validated, unvalidated_latest]) == 1
+    assert best_checkpoint_id([validated, closer, unvalidated_latest]) == 2   # closer answers
+    assert best_checkpoint_id([unvalidated_latest]) is None
+    assert nothing_solved([validated, closer, unvalidated_latest])
+    solved = checkpoint(4, 500, val_pass2=0.25, val_pass1=0.25, val_cell_acc=0.30)
+    same_figures_later = checkpoint(5, 600, val_pass2=0.25, val_pass1=0.25, val_cell_acc=0.30)
+    assert best_checkpoint_id([closer, solved, same_figures_later]) == 4     # reached first
+    assert not nothing_solved([closer, solved])
+
+
+def test_arc_score_is_the_mean_over_tasks_of_test_inputs_solved():
+    from db.store import TaskScore, arc_score
+
+    tasks = [TaskScore(0, "a", 2, 1, 2, 1.0), TaskScore(0, "b", 1, 0, 0, 0.0),
+             TaskScore(0, "c", 4, 1, 1, 0.25)]
+    assert arc_score(tasks) == pytest.approx(((0.5 + 0 + 0.25) / 3, (1 + 0 + 0.25) / 3))
+    assert arc_score([]) == (0.0, 0.0)

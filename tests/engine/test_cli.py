@@ -55,7 +55,7 @@ def test_runs_json_lists_runs_with_effective_status(workspace):
 
 def test_check_answers_json_for_the_dashboard():
     good = engine("check", "--config-json", '{"lr": "0.001"}')
-    assert (good.returncode, json.loads(good.stdout)) == (0, {"ok": True})
+    assert (good.returncode, json.loads(good.stdout)) == (0, {"ok": True, "warnings": []})
     bad = engine("check", "--config-json", '{"batch_size": "many"}')
     assert bad.returncode == 1
     assert json.loads(bad.stdout) == {"ok": False, "field": "batch_size", "message": "expected int, got 'many'"}
@@ -63,6 +63,19 @@ def test_check_answers_json_for_the_dashboard():
                      '{"teacher": "hf", "teacher_options": {"model_path": "/no/model"}}')
     answer = json.loads(teacher.stdout)
     assert teacher.returncode == 1 and answer["field"] == "teacher" and "/no/model" in answer["message"]
+
+
+def test_check_warns_when_the_evaluation_set_overlaps_the_training_tasks():
+    """arc2/train holds 376 of the 400 ARC-AGI-1 evaluation tasks, answers included."""
+    answer = json.loads(engine("check", "--config-json", json.dumps(
+        {"dataset": "arc2/train", "max_tasks": None, "max_grid": None,
+         "eval_dataset": "arc1/eval"})).stdout)
+    assert answer["ok"] is True
+    [warning] = answer["warnings"]
+    assert warning.startswith("376 of the 400 arc1/eval tasks") and "arc2/train" in warning
+    clean = json.loads(engine("check", "--config-json", json.dumps(
+        {"dataset": "arc1/train", "eval_dataset": "arc1/eval"})).stdout)
+    assert clean == {"ok": True, "warnings": []}
 
 
 def test_train_detach_returns_at_once_and_the_run_trains(workspace):

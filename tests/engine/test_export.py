@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.evaluate import store_result
-from engine.export import export_evaluation, export_metrics
+from engine.export import evaluation_note, export_evaluation, export_metrics
 from engine import predict
 
 G = np.array
@@ -66,8 +66,9 @@ def evaluation(store):
                                               [G(a) for a in attempts]))
     predictions.reverse()
     ctx = SimpleNamespace(store=store, run_id=eval_run.id)
-    evaluation_id = store_result(ctx, predict.EvalResult(predictions), source.id, None, "test-set",
-                                 {task_id: [] for task_id in CASES})
+    result = predict.EvalResult(predictions)
+    evaluation_id = store_result(ctx, result, source.id, None, "test-set",
+                                 {task_id: [] for task_id in CASES}, result.summary())
     return evaluation_id
 
 
@@ -102,7 +103,7 @@ def test_evaluation_csv_has_one_row_per_test_input(store, evaluation):
     rows = list(csv.DictReader(io.StringIO(export_evaluation(store, evaluation, "csv"))))
     assert list(rows[0]) == ["task_id", "test_index", "correct_attempt_1", "correct_attempt_2",
                              "cell_acc_attempt_1", "cell_acc_attempt_2", "expected_shape",
-                             "attempt_1_shape"]
+                             "attempt_1_shape", "attempts"]
     assert [(r["task_id"], r["test_index"]) for r in rows] == \
         [("aaa", "0"), ("bbb", "0"), ("ccc", "0"), ("ccc", "1"), ("ddd", "0")]
     by_key = {(r["task_id"], r["test_index"]): r for r in rows}
@@ -111,6 +112,9 @@ def test_evaluation_csv_has_one_row_per_test_input(store, evaluation):
     assert (bbb["expected_shape"], bbb["attempt_1_shape"]) == ("2x2", "1x1")
     assert float(bbb["cell_acc_attempt_1"]) == pytest.approx(0.25)   # one of four cells
     assert by_key[("ddd", "0")]["cell_acc_attempt_2"] == ""          # no second attempt
+    assert [r["attempts"] for r in rows] == ["2", "2", "2", "2", "1"]
+    # ddd had one attempt: its pass@2 is a pass@1, and the export says so.
+    assert "pass@1 only for 1 test input" in evaluation_note(store, evaluation)
 
 
 def test_metrics_export_as_csv_and_json(store):
@@ -132,6 +136,7 @@ def test_cli_exports_a_submission_file_and_reports_bad_ids(workspace, store, eva
                            "--evaluation", str(evaluation), "--format", "submission", "-o", str(out)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    assert "pass@1 only for 1 test input" in done.stderr
     submission = json.loads(out.read_text())
     assert official_score(submission, solutions()) == pytest.approx(0.625)
 

@@ -145,3 +145,21 @@ def test_the_grid_loss_is_not_dominated_by_the_empty_canvas():
     right_inside = wrong.clone()
     right_inside[0, :3, :3, 1] = 10.0
     assert task_loss(right_inside, target, region="grid") < grid / 5
+
+
+def test_task_loss_parts_split_real_cells_from_the_outside_canvas():
+    """A model that gets the outside right and the real cells wrong has a small loss over
+    the whole canvas (the outside is most of it) but a large loss over the real cells,
+    which the default task loss (region "grid") is not blind to."""
+    from engine.losses import task_loss_parts
+
+    target = small_target()
+    logits = nn.functional.one_hot(target, NUM_CLASSES).float() * 20
+    logits[:, :3, :3] = 0.0                      # real cells: uniform, 1/11 each
+    parts = task_loss_parts(logits, target)
+    assert parts["task_cells"] == pytest.approx(torch.log(torch.tensor(11.0)).item(), rel=1e-4)
+    assert parts["task_outside"] < 1e-6
+    assert task_loss(logits, target, region="canvas").item() < 0.03 * parts["task_cells"]  # 9 of 900
+    assert task_loss(logits, target).item() > 0.4 * parts["task_cells"]
+    unknown = torch.full_like(target, IGNORE_INDEX)
+    assert all(v != v for v in task_loss_parts(logits, unknown).values())   # NaN: nothing to measure

@@ -82,7 +82,7 @@ def test_stopped_killed_and_resumed_run_matches_an_uninterrupted_one(workspace):
     assert _run(workspace, interrupted.id).status == "finished"
 
     with Store.open_readonly(workspace) as store:
-        for key in ("loss", "loss_task", "cell_acc", "grad_norm", "lr"):
+        for key in ("loss", "loss_task", "loss_task_cells", "train_cell_acc", "grad_norm", "lr"):
             expected = store.read_metrics_after(reference.id, key)
             resumed = store.read_metrics_after(interrupted.id, key)
             assert resumed.steps == expected.steps == list(range(1, CONFIG["max_steps"] + 1)), key

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.encoding import CANVAS, IGNORE_INDEX, NUM_CLASSES, OUTSIDE, encode_target
-from engine.scoring import (batch_metrics, colour_accuracy, grid_cell_accuracy,
-                            score_submission, shape_accuracy)
+from engine.scoring import (EvalResult, TestPrediction, batch_metrics, colour_accuracy,
+                            grid_cell_accuracy, grid_foreground_accuracy, score_submission)
 
 
 def grid(rows):
@@ -38,7 +38,7 @@ def test_prediction_shape_comes_from_the_logits_not_the_target():
     too_big = np.zeros((3, 3), np.uint8)
     too_big[:2, :2] = expected                         # right cells, wrong shape
     metrics = batch_metrics(logits_for(too_big), targets_for(expected))
-    assert metrics["cell_acc"] == 1.0
+    assert metrics["cell_acc"] == pytest.approx(4 / 9)     # the 5 extra cells are wrong
     assert metrics["shape_acc"] == 0.0 and metrics["exact"] == 0.0
     too_small = batch_metrics(logits_for(grid([[1]])), targets_for(expected))
     assert too_small["cell_acc"] == pytest.approx(1 / 4)   # cells beyond the shape are wrong
@@ -67,7 +67,9 @@ def test_grid_cell_accuracy_counts_missing_cells_as_wrong():
     assert grid_cell_accuracy(expected, expected) == 1.0
     assert grid_cell_accuracy(grid([[1, 2]]), expected) == pytest.approx(2 / 6)
     assert grid_cell_accuracy(np.zeros((0, 0), np.uint8), expected) == 0.0
-    assert grid_cell_accuracy(np.pad(expected, ((0, 1), (0, 1))), expected) == 1.0
+    # A too-big grid is penalised: cells over either grid, so its extra cells are wrong.
+    assert grid_cell_accuracy(np.pad(expected, ((0, 1), (0, 1))), expected) == pytest.approx(6 / 12)
+    assert grid_cell_accuracy(np.tile(expected, (3, 3)), expected) == pytest.approx(6 / 54)
     assert grid_cell_accuracy(np.pad(expected, ((1, 0), (0, 0))), expected) == 0.0
 
 
@@ -95,15 +97,37 @@ def test_only_two_attempts_count_and_shape_matters():
     assert score_submission(transposed, solutions).pass_at_2 == 0.0
 
 
-def test_colour_and_shape_accuracy_helpers():
+def test_colour_and_foreground_accuracy_helpers():
     pairs = [(grid([[0, 1], [2, 2]]), grid([[0, 1], [1, 2]])),
              (grid([[0]]), grid([[0, 3]]))]
     accuracy = colour_accuracy(pairs)
     assert accuracy == {0: 1.0, 1: 0.5, 2: 1.0, 3: 0.0}
-    assert shape_accuracy(pairs) == 0.5
+    assert grid_foreground_accuracy(*pairs[0]) == pytest.approx(2 / 3)
+    assert grid_foreground_accuracy(grid([[1]]), grid([[0]])) is None
+
+
+def test_training_and_held_out_figures_share_one_definition():
+    """The same predictions score the same in a training batch and in validation: a small
+    grid counts as much as a big one in both (the issue: copy-the-input scored 0.757
+    pooled over cells in training, 0.603 averaged per grid in validation)."""
+    big = grid(np.arange(100).reshape(10, 10) % 10)
+    big_guess = big.copy()
+    big_guess[0, 0] = 9                                      # 99 of 100 right
+    small, small_guess = grid([[1, 2], [3, 4]]), grid([[0, 0], [0, 4]])   # 1 of 4 right
+    too_big_guess = np.pad(grid([[5]]), ((0, 1), (0, 1)))    # 1 right over 4 cells
+    expected = [big, small, grid([[5]])]
+    guesses = [big_guess, small_guess, too_big_guess]
+    training = batch_metrics(logits_for(*guesses), targets_for(*expected))
+    held_out = EvalResult([TestPrediction(f"t{i}", 0, e, e, [g, g])
+                           for i, (g, e) in enumerate(zip(guesses, expected))]).summary()
+    for figure in ("cell_acc", "fg_acc", "shape_acc"):
+        assert training[figure] == pytest.approx(held_out[figure]), figure
+    assert held_out["cell_acc"] == pytest.approx((0.99 + 0.25 + 0.25) / 3)
+    assert training["exact"] == held_out["pass1"] == 0.0
+    assert "exact" not in held_out    # pass1 is the held-out exact match: one figure, one name
 
 
 def test_scoring_and_grid_decoding_load_without_torch():
-    code = ("import sys, engine.scoring, engine.encoding, engine.augment; "
+    code = ("import sys, engine.scoring, engine.encoding, engine.augment, engine.integrity; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -25,16 +25,23 @@ def test_a_few_steps_log_metrics_checkpoints_and_finish(workspace, fast_train_co
     with Store.open_readonly(workspace) as store:
         run = store.get_run(run_id)
         assert (run.status, run.step, run.total_steps, run.progress) == ("finished", 6, 6, 1.0)
-        for key in ("loss", "loss_task", "cell_acc", "fg_acc", "exact", "lr", "grad_norm", "examples_per_s"):
+        for key in ("loss", "loss_task", "loss_task_cells", "loss_task_outside", "train_cell_acc",
+                    "train_fg_acc", "train_exact", "train_shape_acc", "lr", "grad_norm", "examples_per_s"):
             chunk = store.read_metrics_after(run_id, key)
             assert chunk.steps == [1, 2, 3, 4, 5, 6], key
-            assert all(math.isfinite(v) for v in chunk.values if key != "fg_acc"), key
-        assert all(0.0 <= v <= 1.0 for v in store.read_metrics_after(run_id, "cell_acc").values)
+            assert all(math.isfinite(v) for v in chunk.values if key != "train_fg_acc"), key
+        # Training-batch figures carry their prefix: nothing unprefixed looks like a result.
+        assert not {"cell_acc", "fg_acc", "exact", "shape_acc"} & set(store.metric_names(run_id))
+        assert all(0.0 <= v <= 1.0 for v in store.read_metrics_after(run_id, "train_cell_acc").values)
         # Warmup then cosine decay: the learning rate rises, then falls.
         lrs = store.read_metrics_after(run_id, "lr").values
         assert lrs[0] < lrs[1] and lrs[-1] < max(lrs)
         assert store.read_metrics_after(run_id, "val_pass2").steps == [3, 6]
         assert store.read_metrics_after(run_id, "val_colour0_acc").steps == [3, 6]
+        # The no-learning baseline of the validation tasks, beside every validation.
+        baseline = store.read_metrics_after(run_id, "val_baseline_cell_acc")
+        assert baseline.steps == [3, 6] and baseline.values[0] == baseline.values[1]
+        assert 0.0 <= baseline.values[0] <= 1.0
         checkpoints = store.checkpoints(run_id)
         assert [c.step for c in checkpoints] == [3, 6]
         assert checkpoints[-1].reason == "final" and "val_pass2" in checkpoints[-1].metrics
@@ -81,7 +88,7 @@ def test_cuda_out_of_memory_is_caught_with_figures_hint_and_checkpoint(workspace
         calls = {"n": 0}
 
         def forward_or_oom(batch):
-            calls["n"] += 1
+            calls["n"] += model.training   # training steps only: checkpoints validate too
             if calls["n"] == 4 and model.training:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.36 GiB (stand-in)")
             return forward(batch)
@@ -135,3 +142,78 @@ def test_transductive_training_uses_evaluation_demonstrations_and_says_so(worksp
     with Store.open_readonly(workspace) as store:
         [evaluation] = store.evaluations(run_id=evaluation_run.id)
     assert "demonstration pairs of arc1/eval" in evaluation.summary["transductive"]
+
+
+def _stopping_at(step: int):
+    """train_job, with a stop requested once ``step`` has been logged (as a SIGTERM or
+    the dashboard's `s` would, between two steps)."""
+    def job(ctx):
+        log = ctx.log_metrics
+
+        def log_then_stop(logged_step, values):
+            log(logged_step, values)
+            if logged_step == step and "loss" in values:
+                ctx.request_stop()
+
+        ctx.log_metrics = log_then_stop
+        return train_job(ctx)
+    return job
+
+
+def test_a_stop_between_validations_leaves_an_unvalidated_checkpoint_never_starred(
+        workspace, fast_train_config):
+    """Validated at step 3 (with its periodic checkpoint), stopped at step 5: the stop
+    checkpoint carries no figures (it used to carry step 3's, win the tie as the later
+    step, and retention then deleted the validated one)."""
+    from db.store import best_checkpoint_id
+
+    config = {**fast_train_config, "checkpoint_every_steps": 3, "keep_last": 1,
+              "checkpoint_every_minutes": 1000.0}
+    run_id, code = _train(workspace, config, _stopping_at(5))
+    assert code == 0
+    with Store.open_readonly(workspace) as store:
+        assert store.get_run(run_id).status == "stopped"
+        checkpoints = store.checkpoints(run_id)
+        validation_steps = store.read_metrics_after(run_id, "val_pass2").steps
+        events = [e for e in store.events(run_id) if e.kind == "checkpoint"]
+    assert [(c.step, c.reason) for c in checkpoints] == [(3, "periodic"), (5, "stop")]
+    assert validation_steps == [3]
+    assert checkpoints[1].metrics == {}
+    assert "not validated" in events[-1].message and events[-1].data["validated"] is False
+    assert best_checkpoint_id(checkpoints) == checkpoints[0].id   # kept by retention too
+
+
+def test_a_time_triggered_checkpoint_validates_its_own_weights(workspace, fast_train_config):
+    """checkpoint_every_minutes=0: a checkpoint every step, between the step-3 and
+    step-6 validations; each carries the figures of a validation at its own step."""
+    config = {**fast_train_config, "checkpoint_every_steps": 100, "checkpoint_every_minutes": 0.0,
+              "max_steps": 4, "keep_last": 10}
+    run_id, code = _train(workspace, config)
+    assert code == 0
+    with Store.open_readonly(workspace) as store:
+        checkpoints = store.checkpoints(run_id)
+        logged = dict(zip(*(lambda c: (c.steps, c.values))(store.read_metrics_after(run_id, "val_cell_acc"))))
+    assert [c.step for c in checkpoints] == [1, 2, 3, 4]
+    for c in checkpoints:
+        assert c.metrics["val_cell_acc"] == logged[c.step], c.step
+        assert "val_baseline_cell_acc" in c.metrics
+
+
+def test_held_out_and_evaluation_tasks_a_training_task_holds_are_warned_about(workspace, tmp_path):
+    """A folder dataset holding one task twice under two names: whichever is held out, the
+    training copy holds its pairs; the run says so, by content, before it trains."""
+    import json
+
+    from engine.arc import load_dataset
+
+    task = load_dataset("arc1/train").tasks[0].to_dict()
+    for name in ("original", "renamed"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(task))
+    config = {"dataset": str(tmp_path), "eval_dataset": str(tmp_path), "val_tasks": 1,
+              "max_tasks": None, "max_grid": None, "max_steps": 1, "batch_size": 2, "warmup_steps": 1}
+    run_id, code = _train(workspace, config)
+    assert code == 0
+    with Store.open_readonly(workspace) as store:
+        warnings = [e.message for e in store.events(run_id) if e.kind == "warning"]
+    assert any(w.startswith("1 of the 1 held-out validation tasks share pairs") for w in warnings)
+    assert any(w.startswith(f"2 of the 2 {tmp_path} tasks share pairs") for w in warnings)

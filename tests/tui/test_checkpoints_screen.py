@@ -60,10 +60,53 @@ async def test_lists_checkpoints_with_the_best_marked(workspace, run_with_checkp
         await loaded(pilot, screen)
         table = screen.query_one("#checkpoints-table", DataTable)
         assert keys(table) == [str(i) for i in ids]
-        assert [table.get_cell(str(i), "best") for i in ids] == ["", "", "★"]  # tie: later step
+        # A tie goes to the earlier step, which reached the same figures first.
+        assert [table.get_cell(str(i), "best") for i in ids] == ["", "★", ""]
         assert table.get_cell(str(ids[1]), "pass2") == "0.300"
         assert table.get_cell(str(ids[0]), "size") == "2.0 KiB"
         assert keys(screen.query_one("#evaluations-table", DataTable)) == [str(e) for e in evaluations]
+    assert not app.errors
+
+
+async def test_star_sits_on_a_validated_checkpoint_and_unvalidated_ones_say_so(workspace):
+    """A stop between two validations leaves a checkpoint with no figures of its own:
+    it is listed as not validated and never gets the star, even as the latest; when no
+    checkpoint solved anything the summary says so, with the baseline."""
+    with Store.open(workspace) as store:
+        run = store.create_run("demo", "train", {}, status="stopped")
+        validated = {"val_pass2": 0.0, "val_pass1": 0.0, "val_cell_acc": 0.41,
+                     "val_baseline_cell_acc": 0.55}
+        ids = [store.add_checkpoint(run.id, 300, 3.0, "a.pt", 10, validated, "periodic"),
+               store.add_checkpoint(run.id, 449, 4.5, "b.pt", 10, {}, "stop")]
+        eval_run = store.create_run("eval", "eval", {}, status="finished")
+        grid = [[1]]
+        summary = {"cell_acc": 0.5, "baseline_cell_acc": 0.62, "baseline_pass2": 0.0,
+                   "attempts_per_input": 1,
+                   "overlap": {"checked": True, "trained_on": "arc2/train", "task_ids": ["t1"]},
+                   "without_overlap": {"n_tasks": 1, "pass2": 0.0}}
+        store.add_evaluation(eval_run.id, run.id, ids[0], "arc1/eval",
+                             [Prediction(0, t, 0, grid, grid, grid if t == "t1" else [[2]], None,
+                                         t == "t1", t == "t1", 1.0 if t == "t1" else 0.0, None)
+                              for t in ("t1", "t2")],
+                             [TaskScore(0, "t1", 1, 1, 1, 1.0), TaskScore(0, "t2", 1, 0, 0, 0.0)], summary)
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run.id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await loaded(pilot, screen)
+        table = screen.query_one("#checkpoints-table", DataTable)
+        assert [table.get_cell(str(i), "best") for i in ids] == ["★", ""]
+        assert table.get_cell(str(ids[1]), "pass2") == "-"
+        summary_text = str(screen.query_one("#checkpoints-summary").render())
+        assert "no checkpoint solved any validation task" in summary_text
+        assert "baseline 0.550" in summary_text
+        assert "not validated (no figures of their own): step 449" in summary_text
+        evaluations = screen.query_one("#evaluations-table", DataTable)
+        [key] = keys(evaluations)
+        # pass@2 of one attempt is flagged; beside it the score without the trained-on task
+        # and the cell accuracy beside the no-learning baseline's.
+        assert evaluations.get_cell(key, "pass2") == "0.500*"
+        assert evaluations.get_cell(key, "unseen") == "0.000!"
+        assert (evaluations.get_cell(key, "cells"), evaluations.get_cell(key, "base")) == ("50%", "62%")
     assert not app.errors
 
 

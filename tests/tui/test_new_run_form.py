@@ -156,3 +156,34 @@ def test_the_forms_defaults_are_the_engines():
         assert DEFAULTS[key] == engine_defaults[key], key
     for key in ("epochs", "batch_size", "lr", "w_task", "w_mse", "w_cosine", "max_tasks", "seed"):
         assert float(DEFAULTS[key]) == float(engine_defaults[key]), key
+
+
+async def test_an_evaluation_set_that_overlaps_the_training_tasks_is_named_before_launch(
+        workspace, monkeypatch):
+    """The real engine check: arc2/train holds ARC-AGI-1 evaluation tasks. The first start
+    shows the warning and launches nothing; starting again launches anyway."""
+    launched = []
+
+    class FakeRun:
+        id = 8
+
+    monkeypatch.setattr(control, "start_run",
+                        lambda ws, kind, name, config, gpus=1: launched.append(config) or FakeRun)
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=10, what="the runs")
+        form = NewRunScreen("train", prefill={"dataset": "arc2/train", "eval_dataset": "arc1/eval"})
+        app.push_screen(form)
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        message = lambda: str(form.query_one("#form-message").render())  # noqa: E731
+        await wait_until(pilot, lambda: "share pairs" in message(), timeout=60, what="the overlap warning")
+        assert "arc1/eval tasks" in message() and "arc2/train" in message()
+        assert launched == [] and app.screen is form
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=60,
+                         what="the launch to close the form")
+        assert launched[0]["eval_dataset"] == "arc1/eval"
+        # Let the runs poll the launch started land before the app closes.
+        await app.workers.wait_for_complete()
+        await pilot.pause()

@@ -43,7 +43,8 @@ async def test_curves_are_grouped_and_every_key_reaches_a_group(frozen):
         screen = await open_run(app, pilot)
         assert plot_keys(screen) == ["loss", "loss_cosine", "loss_mse", "loss_task"]
         seen = set(plot_keys(screen))
-        for expected in (["cell_acc", "exact", "fg_acc", "val_cell_acc", "val_pass2"],
+        # Training-batch and held-out figures apart; the baseline is no plot of its own.
+        for expected in (["train_cell_acc", "train_exact", "train_fg_acc"], ["val_cell_acc", "val_pass2"],
                          ["epoch", "grad_norm", "lr"], ["examples_per_s"]):
             await pilot.press("g")
             await wait_until(pilot, lambda: plot_keys(screen) == expected, timeout=5,
@@ -51,7 +52,7 @@ async def test_curves_are_grouped_and_every_key_reaches_a_group(frozen):
             await wait_until(pilot, lambda: all((2, k) in screen.series for k in expected), timeout=5,
                              what="the group's series")
             seen |= set(expected)
-        assert seen == set(screen.keys)
+        assert seen == set(screen.keys) - {"val_baseline_cell_acc"}
         await pilot.press("g")
         assert plot_keys(screen)[0] == "loss"
 
@@ -189,3 +190,21 @@ async def test_checkpoints_key_reaches_the_app_hook(frozen, monkeypatch):
         await open_run(app, pilot, run_id=1)
         await pilot.press("c")
         assert opened == [1]
+
+
+def test_figures_are_grouped_by_where_they_were_measured():
+    from sage_tui.data import baseline_key, keys_by_group
+
+    keys = ["loss", "loss_task_cells", "train_cell_acc", "cell_acc", "val_pass2", "val_cell_acc",
+            "val_baseline_cell_acc", "eval_pass2", "eval_baseline_pass2", "lr", "examples_per_s"]
+    assert keys_by_group(keys) == {
+        "losses": ["loss", "loss_task_cells"],
+        "training": ["cell_acc", "train_cell_acc"],        # an older run's unprefixed batch figure
+        "validation": ["val_cell_acc", "val_pass2"],
+        "evaluation": ["eval_pass2"],
+        "optimisation": ["lr"],
+        "throughput": ["examples_per_s"],
+    }
+    assert baseline_key("val_cell_acc") == "val_baseline_cell_acc"
+    assert baseline_key("eval_pass2") == "eval_baseline_pass2"
+    assert baseline_key("train_cell_acc") is None and baseline_key("val_baseline_pass2") is None

