@@ -102,6 +102,8 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
                           help="test-time training budget per task in seconds")
     evaluate.add_argument("--workers", type=int, default=None,
                           help="tasks trained in parallel processes (default: every core given)")
+    evaluate.add_argument("--models", type=int, default=None,
+                          help="per-task students in an ensemble sharing the budget (default 1)")
     evaluate.add_argument("--no-dihedral", action="store_true",
                           help="test-time training without the 8 dihedral transforms (an ablation)")
     evaluate.add_argument("--no-colour-permutations", action="store_true",
@@ -291,7 +293,7 @@ def cmd_extract(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, store: Store) -> int:
-    for name in ("max_tasks", "max_grid", "ttt_steps", "workers"):
+    for name in ("max_tasks", "max_grid", "ttt_steps", "workers", "models"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.ttt_seconds is not None and not 0 < args.ttt_seconds < float("inf"):
@@ -301,6 +303,7 @@ def cmd_eval(args: argparse.Namespace, store: Store) -> int:
               "ttt_steps": args.ttt_steps, "ttt_seconds": args.ttt_seconds,
               "workers": args.workers, "seed": args.seed, "checkpoint_id": None,
               "ttt_dihedral": not args.no_dihedral, "ttt_colours": not args.no_colour_permutations,
+              "ttt_models": args.models,
               "source_run_id": None, "tta_votes": args.tta_votes, "device": "cpu"}
     if args.checkpoint is None:
         name = f"ttt-{dataset if dataset.startswith('arc') else Path(dataset).name}"

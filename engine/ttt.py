@@ -97,7 +97,8 @@ def ttt_settings(config: dict) -> PerTaskSettings:
                            seed=int(config.get("seed") or 0),
                            vote_permutations=max(1, int(config.get("tta_votes") or 4)),
                            dihedral=bool(config.get("ttt_dihedral", True)),
-                           colour_permutations=bool(config.get("ttt_colours", True)))
+                           colour_permutations=bool(config.get("ttt_colours", True)),
+                           models=int(config.get("ttt_models") or 1))
 
 
 def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) -> dict:
