@@ -186,14 +186,18 @@ def _summarise(ctx: RunContext, evaluation_id: int, tasks: list[ArcTask], train_
     checkpoint's training data), beside what the test-time training was."""
     stored = ctx.store.predictions(evaluation_id)
     result = EvalResult([TestPrediction(
-        p.task_id, p.test_index, np.asarray(p.test_input),
-        np.asarray(p.expected) if p.expected is not None else None,
-        [np.asarray(a) for a in (p.attempt_1, p.attempt_2) if a is not None]) for p in stored])
+        p.task_id, p.test_index, _grid(p.test_input), _grid(p.expected) if p.expected is not None else None,
+        [_grid(a) for a in (p.attempt_1, p.attempt_2) if a is not None]) for p in stored])
     done = {p.task_id for p in stored}
     evaluation = ctx.store.get_evaluation(evaluation_id)
     summary = {**evaluation.summary,
                **evaluation_summary(result, [t for t in tasks if t.id in done], train_config)}
     ctx.store.update_evaluation_summary(evaluation_id, summary)
+
+
+def _grid(rows: list[list[int]]) -> np.ndarray:
+    """A stored grid as a 2-D array, an empty answer included (0 x 0)."""
+    return np.asarray(rows, dtype=np.uint8).reshape(len(rows), len(rows[0]) if rows else 0)
 
 
 def _describe(start: dict, settings: PerTaskSettings) -> str:

@@ -87,6 +87,7 @@ def _changed_corner(grid: np.ndarray) -> np.ndarray:
     """A second, distinct attempt when every view agreed: the first with one cell changed
     (the official rule allows two attempts; repeating the first wastes one)."""
     second = np.array(grid, dtype=np.uint8)
-    if second.size:
-        second[-1, -1] = (int(second[-1, -1]) + 1) % 10
+    if not second.size:   # an empty first answer: the smallest grid is the other guess
+        return np.zeros((1, 1), dtype=np.uint8)
+    second[-1, -1] = (int(second[-1, -1]) + 1) % 10
     return second

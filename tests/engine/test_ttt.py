@@ -127,3 +127,24 @@ def test_bad_budgets_are_refused_on_the_command_line(workspace):
         [sys.executable, "-m", "engine", "eval", "--ttt-seconds", "nan", "--workspace", str(workspace)],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--ttt-seconds" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_student_that_reads_demonstrations_is_fine_tuned_per_task(workspace, tmp_path, fast_train_config):
+    """From a standalone checkpoint: a copy is fine-tuned on each task's leave-one-out
+    queries, then answers with two distinct voted attempts."""
+    from engine.train import train_job
+
+    with Store.open(workspace) as store:
+        run = store.create_run("t", "train", {**fast_train_config, "max_steps": 2})
+    assert run_job(workspace, run.id, train_job) == 0
+    with Store.open_readonly(workspace) as store:
+        checkpoint = store.checkpoints(run.id)[-1]
+    folder = write_tasks(tmp_path / "tasks", count=2)
+    code, run_row, evaluation, predictions, losses = evaluate(
+        workspace, ttt_config(folder, ttt_steps=3, checkpoint_id=checkpoint.id, source_run_id=run.id))
+    assert code == 0, run_row.message
+    assert evaluation.n_tasks == 2 and evaluation.checkpoint_id == checkpoint.id
+    assert "fine-tuned per task on leave-one-out queries" in evaluation.summary["test_time_training"]
+    assert all(p.attempt_1 != p.attempt_2 for p in predictions)
+    assert len(losses.values) == 2 and all(v == v for v in losses.values)
+    assert "baseline_pass2" in evaluation.summary    # the same summary as any evaluation
