@@ -32,7 +32,10 @@ EAGLE_TILE_PX = 224
 EAGLE_TOKENS_PER_TILE = 256
 EAGLE_ONE_TILE_MAX_PX = 289     # up to here the Eagle processor keeps one tile
 EAGLE_MAX_TILES_PER_SIDE = 3    # 3x3 + thumbnail is the largest layout used
-EAGLE_TEXT_TOKENS = 40          # chat template + short prompt, roughly
+# Text around the images, as GR00T's real Eagle processor counts it (tests/gr00t): the
+# chat template and prompt, plus the tokens that open and close each image.
+EAGLE_TEXT_TOKENS = 50
+EAGLE_TEXT_TOKENS_PER_IMAGE = 7
 
 
 @dataclass(frozen=True)
@@ -126,5 +129,7 @@ def eagle_image_tokens(height: int, width: int) -> int:
 
 
 def eagle_sequence_tokens(frame_sizes: list[tuple[int, int]]) -> int:
-    """Approximate GR00T backbone sequence length L for frames of these (H, W) sizes."""
-    return sum(eagle_image_tokens(h, w) for h, w in frame_sizes) + EAGLE_TEXT_TOKENS
+    """GR00T backbone sequence length L for frames of these (H, W) sizes (5 frames of
+    one tile: 5 x 256 + 50 + 5 x 7 = 1,365, as the real processor gives)."""
+    return (sum(eagle_image_tokens(h, w) for h, w in frame_sizes) + EAGLE_TEXT_TOKENS
+            + EAGLE_TEXT_TOKENS_PER_IMAGE * len(frame_sizes))

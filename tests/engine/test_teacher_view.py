@@ -102,3 +102,9 @@ def test_bad_view_settings_are_refused_with_a_reason():
         TeacherViewConfig(cell_px=0)
     with pytest.raises(ValueError, match="unknown teacher view settings: colour"):
         TeacherViewConfig.from_dict({"colour": 1})
+
+
+def test_sequence_length_matches_the_real_eagle_processors_count():
+    # Measured through GR00T's own processor in tests/gr00t: a default example (two
+    # demonstration pairs and the query input: 5 one-tile frames) is 1,365 tokens.
+    assert eagle_sequence_tokens([(270, 270)] * 5) == 1365
