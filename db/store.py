@@ -575,14 +575,7 @@ class Store:
                 (run_id, source_run_id, checkpoint_id, dataset, time.time(), n_tasks,
                  len(predictions), pass1, pass2, json.dumps(summary)))
             evaluation_id = cursor.lastrowid
-            self.conn.executemany(
-                "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(evaluation_id, p.task_id, p.test_index, json.dumps(p.test_input),
-                  json.dumps(p.expected) if p.expected is not None else None,
-                  json.dumps(p.attempt_1),
-                  json.dumps(p.attempt_2) if p.attempt_2 is not None else None,
-                  int(p.correct_1), int(p.correct_2), p.cell_acc_1, p.cell_acc_2)
-                 for p in predictions])
+            self._insert_predictions(evaluation_id, predictions)
             self.conn.executemany(
                 "INSERT INTO task_scores VALUES (?,?,?,?,?,?)",
                 [(evaluation_id, t.task_id, t.n_test_inputs, t.solved_pass1, t.solved_pass2, t.score)
@@ -592,6 +585,16 @@ class Store:
                 [(evaluation_id, task_id, json.dumps(pairs))
                  for task_id, pairs in (demonstrations or {}).items()])
         return evaluation_id
+
+    def _insert_predictions(self, evaluation_id: int, predictions: list[Prediction]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(evaluation_id, p.task_id, p.test_index, json.dumps(p.test_input),
+              json.dumps(p.expected) if p.expected is not None else None,
+              json.dumps(p.attempt_1),
+              json.dumps(p.attempt_2) if p.attempt_2 is not None else None,
+              int(p.correct_1), int(p.correct_2), p.cell_acc_1, p.cell_acc_2)
+             for p in predictions])
 
     # An evaluation written task by task (test-time training): started empty, one
     # transaction per task, its overall scores recomputed from the task scores each time,
@@ -606,14 +609,7 @@ class Store:
     def add_task_result(self, evaluation_id: int, predictions: list[Prediction], score: TaskScore,
                         demonstrations: list[dict]) -> None:
         with self.transaction():
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(evaluation_id, p.task_id, p.test_index, json.dumps(p.test_input),
-                  json.dumps(p.expected) if p.expected is not None else None,
-                  json.dumps(p.attempt_1),
-                  json.dumps(p.attempt_2) if p.attempt_2 is not None else None,
-                  int(p.correct_1), int(p.correct_2), p.cell_acc_1, p.cell_acc_2)
-                 for p in predictions])
+            self._insert_predictions(evaluation_id, predictions)
             self.conn.execute("INSERT OR REPLACE INTO task_scores VALUES (?,?,?,?,?,?)",
                               (evaluation_id, score.task_id, score.n_test_inputs, score.solved_pass1,
                                score.solved_pass2, score.score))
