@@ -40,8 +40,10 @@ class Layout:
 
 
 ALIGNMENTS = ("top_left", "top_right", "bottom_left", "bottom_right", "resample", "tile",
-              "mirror_tile", "crop", "flip_left_right", "flip_up_down", "rotate_half", "transpose",
-              "tile_flip_left_right", "tile_flip_up_down", "tile_rotate_half", "tile_transpose",
+              "mirror_tile", "crop", "flip_left_right", "flip_up_down", "rotate_half",
+              "transpose", "rotate_left", "rotate_right", "anti_transpose",
+              "tile_flip_left_right", "tile_flip_up_down", "tile_rotate_half",
+              "tile_transpose", "tile_rotate_left", "tile_rotate_right", "tile_anti_transpose",
               *(f"panel{i}" for i in range(MAX_PANELS)))
 MAX_BLOCKS = 4   # which tile (block) of an enlarged output a cell is in, per axis
 
@@ -226,9 +228,14 @@ def cell_features(grid: np.ndarray, output_shape: tuple[int, int],
     crop_r, crop_c = (r + crop[0], c + crop[1]) if crop is not None else (far, far)
     alignments = [(r, c), (r, c - dw), (r - dh, c), (r - dh, c - dw),
                   (r * h // height, c * w // width), (tile_r, tile_c), (mirror_r, mirror_c),
-                  (crop_r, crop_c), (r, w - 1 - c), (h - 1 - r, c), (h - 1 - r, w - 1 - c), (c, r),
-                  (tile_r, w - 1 - tile_c), (h - 1 - tile_r, tile_c), (h - 1 - tile_r, w - 1 - tile_c),
-                  (tile_c, tile_r) if h == w else (far, far)]
+                  (crop_r, crop_c), (r, w - 1 - c), (h - 1 - r, c), (h - 1 - r, w - 1 - c)]
+    # The transforms that swap rows and columns read a square input only.
+    square = h == w
+    alignments += [(c, r), (c, w - 1 - r), (h - 1 - c, r), (h - 1 - c, w - 1 - r)] if square else \
+        [(far, far)] * 4
+    alignments += [(tile_r, w - 1 - tile_c), (h - 1 - tile_r, tile_c), (h - 1 - tile_r, w - 1 - tile_c)]
+    alignments += [(tile_c, tile_r), (tile_c, w - 1 - tile_r), (h - 1 - tile_c, tile_r),
+                   (h - 1 - tile_c, w - 1 - tile_r)] if square else [(far, far)] * 4
     panels = _panels((h, w), (height, width))[:MAX_PANELS]
     alignments += [(r + pr, c + pc) for pr, pc in panels]
     alignments += [(far, far)] * (MAX_PANELS - len(panels))
