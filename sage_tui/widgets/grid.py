@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from rich._palettes import STANDARD_PALETTE
 from rich.color import Color, ColorSystem
 from rich.style import Style
 from rich.text import Text
@@ -66,13 +67,23 @@ def cell_colour(value: int, mode: str, diff: bool = False) -> Color:
     colours 0-9 are right cells, drawn dimmed)."""
     if mode == "16":
         if value == WRONG:
-            return Color.from_ansi(15)
-        if diff:
-            return Color.from_ansi(0 if value == 0 else 8)
-        return Color.from_ansi(STANDARD_16[value])
+            number = 15
+        elif diff:
+            number = 0 if value == 0 else 8
+        else:
+            number = STANDARD_16[value]
+        return basic_colour(number)
     hex_colour = WRONG_HEX if value == WRONG else _dimmed(PALETTE[value]) if diff else PALETTE[value]
     colour = Color.parse(hex_colour)
     return colour.downgrade(ColorSystem.EIGHT_BIT) if mode == "256" else colour
+
+
+def basic_colour(number: int) -> Color:
+    """ANSI colour ``number`` (0-15) as the exact RGB that the terminal downgrade maps
+    back to that number. A plain ANSI colour would first be remapped through the theme's
+    ANSI palette (Textual converts ANSI colours to RGB) and land on a neighbour: red on
+    magenta, orange on bright red."""
+    return Color.from_triplet(STANDARD_PALETTE[number])
 
 
 def diff_grid(attempt: Grid | None, expected: Grid | None) -> Grid:
