@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +110,28 @@ def check_config(kind: str, config: dict) -> CheckResult:
     if answer["ok"]:
         return CheckResult(True)
     return CheckResult(False, answer.get("field"), answer.get("message", "invalid setting"))
+
+
+CRASH_MESSAGE = "engine process gone: no heartbeat (detected by the dashboard)"
+
+
+def record_crash(workspace: Path, run_id: int) -> bool:
+    """Write a ``crashed`` event and a line at the end of the run's log when the
+    dashboard finds its engine gone, once per start; True when it wrote them."""
+    from db.queries import last_event_time
+
+    with Store.open(workspace) as store:
+        run = store.get_run(run_id)
+        if effective_status(run) != "crashed":
+            return False
+        written = last_event_time(store, run_id, "crashed")
+        if written is not None and written >= (run.started_at or 0):
+            return False
+        store.add_event(run_id, "crashed", CRASH_MESSAGE)
+    if run.log_path:
+        log = workspace / run.log_path
+        if log.parent.is_dir():
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR dashboard: run {run_id} "
+                             f"{CRASH_MESSAGE}\n")
+    return True

@@ -70,6 +70,11 @@ def load_runs(workspace: Path, now: float | None = None) -> list[RunRow]:
                 for run in store.list_runs()]
 
 
+def run_exists(workspace: Path, run_id: int) -> bool:
+    with Store.open_readonly(workspace) as store:
+        return any(run.id == run_id for run in store.list_runs())
+
+
 # ---------------------------------------------------------------------- curves
 @dataclass
 class SeriesRequest:

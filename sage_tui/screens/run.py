@@ -3,8 +3,13 @@ system panel, events, the engine log and the config."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
 import time
+from dataclasses import dataclass
+from functools import partial
 
 from rich.text import Text
 from textual import on, work
@@ -12,19 +17,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import ItemGrid, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.app import SuspendNotSupported
+from textual.screen import ModalScreen
 from textual.worker import get_current_worker
 from textual.widgets import (Footer, Header, RichLog, SelectionList, Static, TabbedContent,
                              TabPane)
 
+from db.store import WorkspaceError
 from sage_tui import control
-from sage_tui.workers import ReportsWorkerErrors
 from sage_tui.data import (FULL_READ_ROWS, METRIC_GROUPS, RunSnapshot, SeriesRequest,
                            SystemSnapshot, failure_reason, is_traceback_line, keys_by_group,
-                           load_run, load_system, read_log_tail)
+                           load_run, load_system, read_log_tail, run_exists)
 from sage_tui.format import duration, number, status_text
 from sage_tui.series import Series
-from sage_tui.widgets.curve import X_AXES, CurvePlot, PlotLine, PlotSettings
+from sage_tui.screens.base import COMMON_KEYS, SageScreen
+from sage_tui.widgets.curve import (X_AXES, CurvePlot, PlotLine, PlotSettings, baseline_key,
+                                     plotted_keys)
 from sage_tui.widgets.system import SystemPanel
 
 POLL_S = 1.0
@@ -32,6 +40,8 @@ SLOW_POLL_S = 2.0        # system panel and log tail
 WINDOWS = (None, 100, 1_000, 10_000, 100_000)   # "last N steps"; None = all
 SMOOTHING_STEP = 0.1
 PLOT_MIN_WIDTH = 60      # plots side by side from 120 columns
+PLOT_MIN_HEIGHT = 9
+CURSOR_STEP = 0.02       # [ and ] move the step cursor by 2% of the shown range
 TABS = ("curves", "system", "events", "log", "config")
 GROUP_TITLES = dict(METRIC_GROUPS)
 
@@ -70,42 +80,48 @@ class OverlayPicker(ModalScreen[list[int] | None]):
         self.dismiss(None)
 
 
-class RunScreen(ReportsWorkerErrors, Screen):
+class RunScreen(SageScreen):
     BINDINGS = [
-        Binding("escape", "back", "Back", id="run.back"),
-        Binding("g", "next_group", "Group", id="run.group"),
-        Binding("plus,equals_sign", "smoothing(1)", "Smooth+", id="run.smooth_more"),
-        Binding("minus", "smoothing(-1)", "Smooth-", id="run.smooth_less"),
-        Binding("m", "toggle_smoothing", "Smooth on/off", show=False, id="run.smoothing"),
-        Binding("x", "next_x_axis", "X axis", id="run.x_axis"),
-        Binding("w", "next_window", "Last N", id="run.window"),
-        Binding("o", "overlay", "Overlay", id="run.overlay"),
+        # The footer shows these in order: at 80 columns the first ones, then `?` for all.
         Binding("s", "stop", "Stop", id="run.stop"),
         Binding("r", "resume", "Resume", id="run.resume"),
-        Binding("l", "tab('log')", "Log", id="run.log"),
+        Binding("l,4", "tab('log')", "Log", id="run.log"),
         Binding("c", "checkpoints", "Checkpoints", id="run.checkpoints"),
+        Binding("g", "next_group", "Group", id="run.group"),
+        Binding("o", "overlay", "Overlay", show=False, id="run.overlay"),
+        Binding("plus,equals_sign", "smoothing(1)", "More smoothing", show=False, id="run.smooth_more"),
+        Binding("minus", "smoothing(-1)", "Less smoothing", show=False, id="run.smooth_less"),
+        Binding("m", "toggle_smoothing", "Smoothing on/off", show=False, id="run.smoothing"),
+        Binding("x", "next_x_axis", "X axis: step, epoch, time", show=False, id="run.x_axis"),
+        Binding("w", "next_window", "Last N steps", show=False, id="run.window"),
+        Binding("left_square_bracket", "cursor(-1)", "Cursor back (values at a step)", show=False,
+                id="run.cursor_back"),
+        Binding("right_square_bracket", "cursor(1)", "Cursor forward", show=False, id="run.cursor_on"),
+        Binding("L", "toggle_log_scale", "Log scale for losses", show=False, id="run.log_scale"),
+        Binding("f", "toggle_follow", "Log: follow on/off", show=False, id="run.follow"),
+        Binding("v", "pager", "Log: open in $PAGER", show=False, id="run.pager"),
         Binding("1", "tab('curves')", "Curves tab", show=False, id="run.tab_curves"),
         Binding("2", "tab('system')", "System tab", show=False, id="run.tab_system"),
         Binding("3", "tab('events')", "Events tab", show=False, id="run.tab_events"),
-        Binding("4", "tab('log')", "Log tab", show=False, id="run.tab_log"),
         Binding("5", "tab('config')", "Config tab", show=False, id="run.tab_config"),
-        Binding("q", "app.quit", "Quit", show=False, id="run.quit"),
+        *COMMON_KEYS,
     ]
 
+    @dataclass
     class Loaded(Message):
-        def __init__(self, snapshot: RunSnapshot) -> None:
-            super().__init__()
-            self.snapshot = snapshot
+        snapshot: RunSnapshot
 
+    @dataclass
     class LogLoaded(Message):
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
+        text: str
 
+    @dataclass
     class SystemLoaded(Message):
-        def __init__(self, snapshot: SystemSnapshot) -> None:
-            super().__init__()
-            self.snapshot = snapshot
+        snapshot: SystemSnapshot
+
+    @dataclass
+    class RunMissing(Message):
+        message: str
 
     def __init__(self, run_id: int, tab: str = "curves") -> None:
         super().__init__()
@@ -122,9 +138,8 @@ class RunScreen(ReportsWorkerErrors, Screen):
         self.snapshot: RunSnapshot | None = None
         self.reason: str | None = None       # why a failed or crashed run ended, from its log
         self.log_text = ""
-        self.poll_timer = None
+        self.follow_log = True
         self.slow_timer = None
-        self.paused = False
 
     def compose(self) -> ComposeResult:
         # Start reading at once: the first load runs while the widgets below mount.
@@ -144,15 +159,43 @@ class RunScreen(ReportsWorkerErrors, Screen):
             with TabPane("Events", id="tab-events"):
                 yield RichLog(id="events", wrap=True, markup=False)
             with TabPane("Log", id="tab-log"):
-                yield RichLog(id="log", wrap=False, markup=False)
+                yield Static(id="log-controls")
+                yield RichLog(id="log", wrap=True, markup=False)
             with TabPane("Config", id="tab-config"):
                 with VerticalScroll():
                     yield Static(id="config")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.show_controls()
+        self.show_log_controls()
+        self.focus_tab_content()
         self.poll_slow()   # the first poll started in compose; its reply re-arms polling
+
+    def focus_tab_content(self) -> None:
+        """The shown tab's content takes the keys, so arrows and PageDown scroll it at once."""
+        target = {"curves": "#plots-scroll", "events": "#events", "log": "#log"}.get(self.active_tab)
+        if target:
+            self.query_one(target).focus()
+
+    def on_resize(self) -> None:
+        self.size_plots()
+
+    def size_plots(self) -> None:
+        """Plots share the height there is: at most two rows of plots on screen at once
+        (more scroll), never under PLOT_MIN_HEIGHT rows."""
+        grid = self.query_one("#plots", ItemGrid)
+        plots = list(self.query(CurvePlot))
+        if not plots:
+            return
+        width = grid.size.width or self.app.size.width
+        columns = max(1, width // PLOT_MIN_WIDTH)
+        rows_on_screen = min(2, -(-len(plots) // columns))
+        available = self.query_one("#plots-scroll").size.height or (self.app.size.height - 8)
+        height = max(PLOT_MIN_HEIGHT, available // rows_on_screen)
+        grid.styles.grid_rows = str(height)
+        for plot in plots:
+            plot.styles.height = height
 
     def on_screen_resume(self) -> None:
         if self.paused:
@@ -221,8 +264,14 @@ class RunScreen(ReportsWorkerErrors, Screen):
           description="read the run's curves")
     def load(self, requests: list[SeriesRequest], points: int, events_after: int,
              overlay_ids: tuple[int, ...], want_reason: bool, first_group: bool = False) -> None:
-        snapshot = load_run(self.app.workspace, self.run_id, requests, points, events_after,
-                            overlay_ids, now=self.app.clock(), first_group=first_group)
+        try:
+            snapshot = load_run(self.app.workspace, self.run_id, requests, points, events_after,
+                                overlay_ids, now=self.app.clock(), first_group=first_group)
+        except WorkspaceError as error:
+            if not run_exists(self.app.workspace, self.run_id):   # deleted, or never was
+                self.post_message(self.RunMissing(str(error)))
+                return
+            raise
         row = snapshot.rows[self.run_id]
         if want_reason and row.status in ("failed", "crashed"):
             snapshot.reason = failure_reason(read_log_tail(self.app.workspace, row.run))
@@ -250,6 +299,13 @@ class RunScreen(ReportsWorkerErrors, Screen):
         self.show_status()
         self.show_events(snapshot)
         self.rearm_poll()
+
+    @on(RunMissing)
+    def run_missing(self, message: RunMissing) -> None:
+        """One message, then back to the runs list; no poll re-posts it."""
+        self.notify(f"there is no run {self.run_id} in this workspace (deleted?)", severity="error")
+        if self.is_current:
+            self.app.pop_screen()
 
     # One slower loop for what costs more and matters only when its tab is shown.
     def poll_slow(self) -> None:
@@ -290,10 +346,39 @@ class RunScreen(ReportsWorkerErrors, Screen):
             return
         self.log_text = message.text
         log = self.query_one("#log", RichLog)
+        scroll_y = log.scroll_y
         log.clear()
         for line in message.text.splitlines():
-            log.write(Text(line, style=log_style(line)))
-        log.scroll_end(animate=False)
+            log.write(Text(line, style=log_style(line)), scroll_end=False)
+        if self.follow_log:
+            log.scroll_end(animate=False)
+        else:
+            log.scroll_to(y=scroll_y, animate=False)
+
+    def show_log_controls(self) -> None:
+        follow = "[b]on[/b]" if self.follow_log else "off"
+        self.query_one("#log-controls", Static).update(
+            f"follow {follow} (f)   open in $PAGER (v)   long lines wrap")
+
+    def action_toggle_follow(self) -> None:
+        self.follow_log = not self.follow_log
+        self.show_log_controls()
+        if self.follow_log:
+            self.query_one("#log", RichLog).scroll_end(animate=False)
+
+    def action_pager(self) -> None:
+        """The whole log in the user's pager; the dashboard comes back when it quits."""
+        run = self.snapshot.rows[self.run_id].run if self.snapshot else None
+        path = self.app.workspace / run.log_path if run and run.log_path else None
+        if path is None or not path.exists():
+            self.notify("this run has no log file yet", severity="warning")
+            return
+        pager = shlex.split(os.environ.get("PAGER") or "less") + [str(path)]
+        try:
+            with self.app.suspend():
+                subprocess.run(pager)
+        except (OSError, SuspendNotSupported) as error:
+            self.notify(f"could not open the log in {pager[0]}: {error}", severity="error")
 
     # ------------------------------------------------------------- drawing
     def rebuild_plots(self) -> None:
@@ -306,7 +391,8 @@ class RunScreen(ReportsWorkerErrors, Screen):
             self.plotted_keys = wanted
             grid = self.query_one("#plots", ItemGrid)
             grid.remove_children()
-            grid.mount(*[CurvePlot(key, id=plot_id(key)) for key in wanted])
+            grid.mount(*[CurvePlot(key, id=plot_id(key)) for key in plotted_keys(wanted)])
+            self.call_after_refresh(self.size_plots)
             if any((self.run_id, key) not in self.series for key in wanted):
                 self.call_after_refresh(self.poll)  # new plots need their series
         self.show_controls()
@@ -321,7 +407,8 @@ class RunScreen(ReportsWorkerErrors, Screen):
                 series = self.series.get((run_id, plot.key))
                 if series is not None:
                     lines.append(PlotLine(f"run {run_id}", series,
-                                          self.series.get((run_id, "epoch"))))
+                                          self.series.get((run_id, "epoch")),
+                                          self.series.get((run_id, baseline_key(plot.key)))))
             plot.show(lines, self.settings)
 
     def show_controls(self) -> None:
@@ -331,9 +418,11 @@ class RunScreen(ReportsWorkerErrors, Screen):
         smoothing = f"{self.settings.smoothing:.1f}" if self.settings.smoothing else "off"
         window = f"last {self.settings.window:,}" if self.settings.window else "all steps"
         overlay = ",".join(map(str, self.overlay_ids)) or "none"
+        cursor = "  cursor ([ ]) esc hides" if self.settings.cursor is not None else ""
+        log = "  log y (L)" if self.settings.log_scale else ""
         self.query_one("#curve-controls", Static).update(
             f"[b]{title}[/b]{position} (g)  smooth {smoothing} (+/-)  x:{self.settings.x_axis} (x)  "
-            f"{window} (w)  overlay:{overlay} (o)")
+            f"{window} (w)  overlay:{overlay} (o){log}{cursor}")
 
     def show_status(self) -> None:
         row = self.snapshot.rows[self.run_id]
@@ -349,7 +438,7 @@ class RunScreen(ReportsWorkerErrors, Screen):
             parts.append(f"ETA {duration(run.eta_s)}")
         if row.best is not None:
             parts.append(f"best {number(row.best, 3)}")
-        if run.device:
+        if run.device and run.device != "auto":   # "auto" is a request, not a device
             parts.append(run.device)
         if status in ("failed", "crashed"):
             reason = self.reason or run.message or (
@@ -372,6 +461,10 @@ class RunScreen(ReportsWorkerErrors, Screen):
 
     # ------------------------------------------------------------- actions
     def action_back(self) -> None:
+        if self.settings.cursor is not None:   # esc first hides the cursor
+            self.settings.cursor = None
+            self.redraw_all()
+            return
         self.app.pop_screen()
 
     def action_next_group(self) -> None:
@@ -406,6 +499,18 @@ class RunScreen(ReportsWorkerErrors, Screen):
         self.redraw_all()
         self.poll()
 
+    def action_cursor(self, direction: int) -> None:
+        """A step cursor: each plot's title reads every run's value at that step."""
+        if self.settings.cursor is None:
+            self.settings.cursor = 1.0 if direction < 0 else 0.0
+        else:
+            self.settings.cursor = min(1.0, max(0.0, self.settings.cursor + direction * CURSOR_STEP))
+        self.redraw_all()
+
+    def action_toggle_log_scale(self) -> None:
+        self.settings.log_scale = not self.settings.log_scale
+        self.redraw_all()
+
     def redraw_all(self) -> None:
         self.show_controls()
         self.draw()
@@ -427,23 +532,20 @@ class RunScreen(ReportsWorkerErrors, Screen):
 
     @on(TabbedContent.TabActivated)
     def tab_activated(self) -> None:
+        self.focus_tab_content()
         self.poll_slow()
         if self.active_tab == "curves":
             self.poll()
 
     def action_stop(self) -> None:
-        self.control(control.stop_run)
+        self.act(partial(control.stop_run, self.app.workspace, self.run_id))
 
     def action_resume(self) -> None:
         self.reason = None
-        self.control(control.resume_run)
+        self.act(partial(control.resume_run, self.app.workspace, self.run_id))
 
     def action_checkpoints(self) -> None:
         self.app.open_checkpoints(self.run_id)
-
-    @work(thread=True, group="control", exit_on_error=False, description="run control")
-    def control(self, action) -> None:
-        self.app.call_from_thread(self.notify, action(self.app.workspace, self.run_id))
 
 
 def _clock(t: float) -> str:

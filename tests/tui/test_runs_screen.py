@@ -3,6 +3,7 @@ command palette and the notification when a live run is found dead."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -41,7 +42,7 @@ async def loaded(app, pilot, rows: int = 6):
 
 async def test_every_run_shows_kind_status_progress_and_best(frozen):
     app = SageApp(frozen, clock=FrozenClock())
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(160, 48)) as pilot:
         await loaded(app, pilot)
         assert column(app, "name") == ["queued-next", "lr-sweep-1e-3", "oom-crash", "extract-arc1",
                                        "distill-gr00t", "baseline-tiny"]
@@ -53,6 +54,103 @@ async def test_every_run_shows_kind_status_progress_and_best(frozen):
         assert column(app, "epoch")[4] == "6.0"
         assert column(app, "device")[4] == "cuda:0"
         assert column(app, "updated")[4] == "2s ago"
+        assert column(app, "reason")[2] == "CUDA out of memory"
+        assert column(app, "reason")[0] == ""
+
+
+def rendered_lines(app) -> list[str]:
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_columns_fit_the_width_and_names_and_devices_are_whole(frozen, size):
+    with Store.open(frozen) as store:
+        store.update_run(2, name="distill-gr00t-layer12-long-name")
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=size) as pilot:
+        await loaded(app, pilot)
+        screen = "\n".join(rendered_lines(app))
+        assert "cuda:0" in screen                  # the device, not one character of it
+        name_room = 18 if size[0] == 80 else 32
+        assert "distill-gr00t-layer12-long-name"[:name_room] in screen
+        if size[0] == 160:
+            assert "distill-gr00t-layer12-long-name" in screen
+            assert "CUDA out of memory" in screen   # the reason column
+        table = table_of(app)
+        assert table.virtual_size.width <= size[0] - 2  # nothing cut off, room for a scrollbar
+
+
+async def test_the_selected_runs_failure_reason_stays_on_screen(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("j", "j")   # j/k move in lists: oom-crash
+        detail = str(app.screen.query_one("#runs-detail").render())
+        assert "oom-crash" in detail and "failed" in detail and "CUDA out of memory" in detail
+        await pilot.press("k")
+        assert "lr-sweep-1e-3" in str(app.screen.query_one("#runs-detail").render())
+
+
+async def test_sort_by_column_and_header_click(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("o")   # by name
+        assert column(app, "name") == sorted(column(app, "name"))
+        await pilot.press("o")   # by status
+        assert column(app, "status") == sorted(column(app, "status"))
+        app.screen.sort("step")
+        await pilot.pause()
+        steps = [int(v) for v in column(app, "step")]
+        assert steps == sorted(steps, reverse=True)
+
+
+async def test_mark_several_runs_and_delete_them_together(frozen):
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("j", "space", "space")   # marks lr-sweep-1e-3 and oom-crash
+        assert app.screen.marked == {4, 5}
+        assert column(app, "mark")[1:3] == ["●", "●"]
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "2 runs (4, 5)" in app.screen.question
+        await pilot.press("y")
+        await loaded(app, pilot, rows=4)
+        assert "oom-crash" not in column(app, "name") and "lr-sweep-1e-3" not in column(app, "name")
+
+
+async def test_config_diff_of_two_marked_runs(frozen):
+    from sage_tui.screens.config_diff import MISSING, ConfigDiffScreen, config_diff
+
+    assert config_diff({"lr": 0.001, "epochs": 8}, {"lr": 0.003, "epochs": 8, "preset": "tiny"}) == (
+        [("lr", 0.001, 0.003), ("preset", MISSING, "tiny")], 1)
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("j", "space")          # lr-sweep-1e-3 (run 5)
+        await pilot.press("j", "j", "j", "j")    # baseline-tiny (run 1), under the cursor
+        await pilot.press("D")
+        assert isinstance(app.screen, ConfigDiffScreen)
+        assert (app.screen.a.id, app.screen.b.id) == (1, 5)
+        text = " ".join(strip.text for strip in app.screen._compositor.render_strips())
+        assert "0.003" in text and "0.001" in text and "(engine default)" in text
+
+
+async def test_notification_history_keeps_every_toast_with_its_time(frozen):
+    from sage_tui.screens.notifications import NotificationsScreen
+
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        app.notify("first thing", title="one")
+        app.notify("run 9 failed: disk full", severity="error")
+        await pilot.press("N")
+        assert isinstance(app.screen, NotificationsScreen)
+        text = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        assert "run 9 failed: disk full" in text and "one: first thing" in text
+        assert text.index("disk full") < text.index("first thing")   # newest first
+        assert re.search(r"\d\d:\d\d:\d\d", text)
 
 
 async def test_filter_by_text_and_by_status(frozen):
@@ -91,16 +189,15 @@ async def test_delete_asks_first_then_removes_rows_and_files(frozen):
         assert store.read_metrics_after(4, "loss").steps == []
 
 
-async def test_delete_refuses_a_live_run(frozen):
+async def test_delete_of_a_live_run_says_so_before_asking(frozen):
     with Store.open(frozen) as store:
         store.update_run(6, created_at=time.time())   # queued just now: its engine may come up
     app = SageApp(frozen, clock=FrozenClock())
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(app, pilot)
-        await pilot.press("d", "y")
-        await wait_until(pilot, lambda: any("stop it before deleting" in n.message
-                                            for n in app._notifications), timeout=10,
-                         what="the refusal")
+        await pilot.press("d")
+        assert not isinstance(app.screen, ConfirmScreen)   # no y/n question first
+        assert any("stop it before deleting" in n.message for n in app._notifications)
         assert table_of(app).row_count == 6
 
 
@@ -108,7 +205,7 @@ async def test_clone_opens_the_form_with_the_runs_settings(frozen):
     app = SageApp(frozen, clock=FrozenClock())
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(app, pilot)
-        await pilot.press("down", "c")   # lr-sweep-1e-3
+        await pilot.press("down", "C")   # lr-sweep-1e-3
         assert isinstance(app.screen, NewRunScreen)
         assert app.screen.query_one("#lr", Input).value == "0.001"
         assert app.screen.query_one("#name", Input).value == "lr-sweep-1e-3-copy"
@@ -152,8 +249,11 @@ async def test_help_lists_the_screens_keys(frozen):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = str(app.screen.keys_table().columns[1]._cells)
-        for description in ("New", "Stop", "Resume", "Clone", "Delete", "Filter"):
+        for description in ("New", "Stop", "Resume", "Clone", "Delete", "Filter", "Quit", "Back",
+                            "Notification history", "Sort by next column"):
             assert description in text
+        keys = app.screen.keys_table().columns[0]._cells
+        assert "/" in keys and "esc" in keys and "?, f1" in keys and "slash" not in keys
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
 
