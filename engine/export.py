@@ -18,8 +18,9 @@ def export_evaluation(store: Store, evaluation_id: int, fmt: str) -> str:
         # a missing second attempt repeats the first, as the submission format needs both.
         submission: dict[str, list[dict]] = {}
         for p in predictions:
-            submission.setdefault(p.task_id, []).append(
-                {"attempt_1": p.attempt_1, "attempt_2": p.attempt_2 if p.attempt_2 is not None else p.attempt_1})
+            first = submission_grid(p.attempt_1)
+            second = submission_grid(p.attempt_2) if p.attempt_2 is not None else first
+            submission.setdefault(p.task_id, []).append({"attempt_1": first, "attempt_2": second})
         return json.dumps(submission) + "\n"
     if fmt == "csv":
         out = io.StringIO()
@@ -32,6 +33,17 @@ def export_evaluation(store: Store, evaluation_id: int, fmt: str) -> str:
                              _num(p.cell_acc_1), _num(p.cell_acc_2), shape(p.expected), shape(p.attempt_1)])
         return out.getvalue()
     raise UserError(f"evaluations export as submission or csv, not {fmt}")
+
+
+PLACEHOLDER_GRID = [[0]]
+
+
+def submission_grid(grid: list | None) -> list:
+    """The ARC Prize format needs a non-empty grid for every attempt: an empty or missing
+    prediction is written as a 1×1 black grid (scored wrong, as it was)."""
+    if not grid or not grid[0]:
+        return PLACEHOLDER_GRID
+    return grid
 
 
 def export_metrics(store: Store, run_id: int, fmt: str) -> str:

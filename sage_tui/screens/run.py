@@ -20,6 +20,9 @@ from textual.message import Message
 from textual.app import SuspendNotSupported
 from textual.screen import ModalScreen
 from textual.worker import get_current_worker
+from rich.segment import Segment
+from textual.strip import Strip
+from textual.widgets.option_list import OptionDoesNotExist
 from textual.widgets import (Footer, Header, RichLog, SelectionList, Static, TabbedContent,
                              TabPane)
 
@@ -50,6 +53,26 @@ def plot_id(key: str) -> str:
     return "plot-" + re.sub(r"[^A-Za-z0-9_-]", "_", key)
 
 
+class CheckList(SelectionList[int]):
+    """A selection list whose boxes read [x] when checked and [ ] when not, so the two
+    differ without colour (Textual draws the same mark for both)."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        try:
+            option = self.get_option_at_index(self.scroll_offset.y + y)
+        except OptionDoesNotExist:
+            return strip
+        if len(segments) < 3:
+            return strip
+        mark = "x" if option.value in self._selected else " "
+        segments[0] = Segment("[", segments[0].style)
+        segments[1] = Segment(mark, segments[1].style)
+        segments[2] = Segment("]", segments[2].style)
+        return Strip(segments, strip.cell_length)
+
+
 class OverlayPicker(ModalScreen[list[int] | None]):
     """Choose the runs whose curves are drawn over this run's."""
 
@@ -67,7 +90,7 @@ class OverlayPicker(ModalScreen[list[int] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="overlay-box"):
             yield Static("Overlay runs: [b]space[/b] toggles, [b]enter[/b] applies, [b]esc[/b] cancels")
-            yield SelectionList[int](
+            yield CheckList(
                 *[(f"{row.run.id:>4}  {row.run.name}  ({row.run.kind}, {row.status})", row.run.id,
                    row.run.id in self.chosen)
                   for row in self.app.run_rows if row.run.id != self.run_id and row.run.kind == "train"],

@@ -156,3 +156,20 @@ def test_the_forms_defaults_are_the_engines():
         assert DEFAULTS[key] == engine_defaults[key], key
     for key in ("epochs", "batch_size", "lr", "w_task", "w_mse", "w_cosine", "max_tasks", "seed"):
         assert float(DEFAULTS[key]) == float(engine_defaults[key]), key
+
+
+async def test_ctrl_s_at_80x24_brings_the_first_bad_field_into_view(workspace):
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        form.query_one("#seed", Input).value = "abc"        # the last field, below the fold
+        form.query_one("#gpus", Input).value = "two"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        assert form.query_one("#gpus", Input).has_focus      # the first of the two, in form order
+        scroll = form.query_one("#form")
+        for widget_id in ("#gpus", "#error-gpus"):
+            region = form.query_one(widget_id).region
+            assert scroll.region.contains_region(region), f"{widget_id} is out of sight"
+        assert any("fix the 2 marked fields: gpus first" in n.message for n in app._notifications)

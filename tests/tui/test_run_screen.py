@@ -189,3 +189,16 @@ async def test_checkpoints_key_reaches_the_app_hook(frozen, monkeypatch):
         await open_run(app, pilot, run_id=1)
         await pilot.press("c")
         assert opened == [1]
+
+
+async def test_overlay_picker_marks_checked_runs_without_colour(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_run(app, pilot)
+        await wait_until(pilot, lambda: app.run_rows, timeout=5, what="the runs")
+        await pilot.press("o", "space")   # checks the first: run 6
+        await pilot.pause()
+        lines = [strip.text for strip in app.screen._compositor.render_strips()]
+        checked = next(line for line in lines if "queued-next" in line)
+        unchecked = next(line for line in lines if "baseline-tiny" in line)
+        assert "[x]" in checked and "[ ]" in unchecked

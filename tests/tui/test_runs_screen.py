@@ -241,6 +241,51 @@ async def test_a_running_run_whose_heartbeat_goes_stale_is_crashed_and_notified(
         await wait_until(pilot, lambda: any("distill-gr00t crashed" in n.message for n in app._notifications),
                          timeout=5, what="the crash notification")
 
+    # The dashboard wrote what it found, once: an event, and a line at the end of the log.
+    def crash_events():
+        with Store.open_readonly(frozen) as store:
+            return [e for e in store.events(2) if e.kind == "crashed"]
+
+    [event] = crash_events()
+    assert "engine process gone" in event.message
+    from sage_tui import control
+    assert control.record_crash(frozen, 2) is False and len(crash_events()) == 1
+
+
+def test_a_run_that_does_not_exist_is_one_message_and_exit_2(frozen, capsys):
+    from sage_tui.__main__ import main
+
+    assert main(["--workspace", str(frozen), "--run", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no run 99" in err and "sage-engine runs" in err
+
+
+async def test_opening_a_missing_run_in_the_app_is_one_notification(frozen):
+    app = SageApp(frozen, open_run=99, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and any(
+            "no run 99" in n.message for n in app._notifications), timeout=10, what="the message")
+        await pilot.pause(1.5)   # a poll or two later: still one message
+        assert sum("no run 99" in n.message for n in app.notices) == 1
+
+
+def test_demo_resumes_a_stopped_demo_run_instead_of_starting_over(frozen, monkeypatch):
+    """Stand-in for the engine launch (recorded, not run): which run the demo picks."""
+    from sage_tui import __main__ as entry, control
+
+    calls = []
+    monkeypatch.setattr(control, "resume_run", lambda ws, run_id: calls.append(("resume", run_id)) or "resuming")
+    monkeypatch.setattr(control, "start_run",
+                        lambda ws, kind, name, config: calls.append(("start", name)) or Store.open(ws).create_run(name, kind, config))
+    with Store.open(frozen) as store:
+        demo = store.create_run("demo", "train", {})
+        store.update_run(demo.id, status="stopped", step=120)
+    assert entry.start_demo(frozen) == demo.id and calls == [("resume", demo.id)]
+    with Store.open(frozen) as store:
+        store.update_run(demo.id, status="finished")
+    calls.clear()
+    assert entry.start_demo(frozen) != demo.id and calls == [("start", "demo")]
+
 
 async def test_help_lists_the_screens_keys(frozen):
     app = SageApp(frozen, clock=FrozenClock())
