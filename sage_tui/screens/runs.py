@@ -80,8 +80,9 @@ class RunsScreen(SageScreen):
         Binding("o", "next_sort", "Sort by next column", show=False, id="runs.sort"),
         Binding("D", "diff", "Config diff of two runs", show=False, id="runs.diff"),
         Binding("y", "app.system", "System", show=False, id="runs.system"),
-        Binding("N", "app.notifications", "Notifications", show=False, id="runs.notifications"),
-        *COMMON_KEYS,
+        # The first screen has nothing to go back to: esc clears the filter and the marks.
+        Binding("escape", "back", "Clear filter and marks", show=False, id="runs.clear"),
+        *[key for key in COMMON_KEYS if key.key != "escape"],
     ]
 
     def __init__(self) -> None:
@@ -267,6 +268,15 @@ class RunsScreen(SageScreen):
         self.show_summary(len(self.shown))
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1)
+
+    def action_back(self) -> None:
+        self.query_one("#runs-filter", Input).value = ""
+        self.marked.clear()
+        self.status_filter = "all"
+        self.show_status_filter()
+        self.shown = []
+        self.refresh_table()
+        self.query_one(DataTable).focus()
 
     def action_new_run(self) -> None:
         self.app.open_new_run()

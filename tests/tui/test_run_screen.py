@@ -168,6 +168,14 @@ async def test_system_tab_marks_our_engine_among_gpu_processes(frozen, monkeypat
         assert ours and "engine of run 2" in ours[0]
         theirs = [line for line in lines if "pid 1 " in line]
         assert theirs and "engine" not in theirs[0]
+        # Per-engine CPU and memory (psutil), beside the GPU's per-process memory.
+        await wait_until(pilot, lambda: any(u.cpu_pct is not None for u in panel.snapshot.engines),
+                         timeout=10, what="a second CPU sample")
+        lines = [line.plain for line in panel.render_snapshot(panel.snapshot).renderables]
+        [usage] = [line for line in lines if line.startswith("  run 2") and "CPU" in line]
+        rss_mb = me.memory_info().rss / 2**20
+        shown_mb = float(usage.split("RAM")[1].split("MB")[0].replace(",", ""))
+        assert f"pid {os.getpid()}" in usage and abs(shown_mb - rss_mb) < 0.5 * rss_mb
 
 
 async def test_events_and_config_tabs(frozen):
@@ -202,3 +210,134 @@ async def test_overlay_picker_marks_checked_runs_without_colour(frozen):
         checked = next(line for line in lines if "queued-next" in line)
         unchecked = next(line for line in lines if "baseline-tiny" in line)
         assert "[x]" in checked and "[ ]" in unchecked
+
+
+def add_curve_cases_run(workspace) -> int:
+    """A run with a no-learning baseline (val_baseline_cell_acc, as the engine logs it),
+    a series that never changes, a rate and the learning rate."""
+    rows = []
+    for step in range(1, 101):
+        rows += [("loss", step, 2.0 / step, 1000.0 + step), ("val_cell_acc", step, 0.5 + step / 400, 1000.0 + step),
+                 ("val_baseline_cell_acc", step, 0.42, 1000.0 + step),
+                 ("grad_scale", step, 0.33, 1000.0 + step), ("lr", step, 1e-3 * (1 - step / 200), 1000.0 + step)]
+    with Store.open(workspace) as store:
+        run = store.create_run("curve-cases", "train", {})
+        store.update_run(run.id, status="finished", step=100, device="cpu")
+        store.append_metrics(run.id, rows)
+    return run.id
+
+
+async def show_group(pilot, screen, key: str) -> CurvePlot:
+    for _ in range(6):
+        if key in plot_keys(screen):
+            break
+        await pilot.press("g")
+        await pilot.pause(0.2)
+    await wait_until(pilot, lambda: (screen.run_id, key) in screen.series, timeout=5, what=key)
+    await pilot.pause(0.2)
+    return screen.query_one(f"#plot-{key}", CurvePlot)
+
+
+def plot_text(plot: CurvePlot) -> str:
+    return "\n".join(plot.render_line(y).text for y in range(plot.size.height))
+
+
+async def test_a_baseline_key_is_a_labelled_line_on_its_figures_plot_not_a_plot(frozen):
+    run_id = add_curve_cases_run(frozen)
+    app = SageApp(frozen, open_run=run_id, clock=FrozenClock())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_run(app, pilot, run_id=run_id)
+        plot = await show_group(pilot, screen, "val_cell_acc")
+        assert "val_baseline_cell_acc" not in plot_keys(screen)      # never a plot of its own
+        assert "val_baseline_cell_acc" in screen.keys
+        await wait_until(pilot, lambda: plot.lines and plot.lines[0].baseline is not None, timeout=5,
+                         what="the baseline on the plot")
+        assert "baseline 0.42" in plot.title_text()
+        assert "no-learning baseline" in plot_text(plot)
+        # A rate sits on a fixed 0-1 axis.
+        text = plot_text(plot)
+        assert ".5" in text and ".75" in text
+
+
+async def test_constant_series_and_schedules_are_drawn_sensibly(frozen):
+    run_id = add_curve_cases_run(frozen)
+    app = SageApp(frozen, open_run=run_id, clock=FrozenClock())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_run(app, pilot, run_id=run_id)
+        plot = await show_group(pilot, screen, "grad_scale")
+        title = plot.title_text()
+        assert "(constant)" in title and "best" not in title
+        text = plot_text(plot)
+        assert "0.33" in text and "1.33" not in text and "-0.67" not in text
+        lr = screen.query_one("#plot-lr", CurvePlot)
+        assert "latest" in lr.title_text() and "best" not in lr.title_text()
+
+
+async def test_curve_cursor_reads_each_runs_value_at_a_step_and_log_scale(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        plot = screen.query_one("#plot-loss", CurvePlot)
+        await pilot.press("left_square_bracket")   # the cursor starts at the last step
+        assert plot.title_text().startswith("loss @ step 300: run 2 ")
+        for _ in range(10):
+            await pilot.press("left_square_bracket")
+        step = plot.cursor_step()
+        assert step < 300
+        series = screen.series[(2, "loss")]
+        value = series.values[series.steps.index(step)]
+        assert f"run 2 {value:.4g}" in plot.title_text()
+        await pilot.press("escape")                 # hides the cursor, stays on the run
+        assert isinstance(app.screen, RunScreen) and screen.settings.cursor is None
+        await pilot.press("L")
+        assert screen.settings.log_scale and "log y" in str(screen.query_one("#curve-controls").render())
+
+
+async def test_curves_scroll_at_once_and_plots_fill_the_terminal(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        await pilot.pause(0.3)
+        scroll = screen.query_one("#plots-scroll")
+        assert scroll.has_focus                      # no Tab needed
+        await pilot.press("pagedown")
+        await pilot.pause(0.2)
+        assert scroll.scroll_y > 0
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_run(app, pilot)
+        await pilot.pause(0.3)
+        heights = {plot.size.height for plot in screen.query(CurvePlot)}
+        assert min(heights) >= 15                    # two rows of plots share ~40 rows
+
+
+async def test_log_tab_wraps_long_lines_and_follow_toggles(frozen):
+    with Store.open_readonly(frozen) as store:
+        log_path = frozen / store.get_run(4).log_path
+    long_line = "2025-06-15 14:03:12 INFO engine: " + "x" * 200 + " END"
+    log_path.write_text(log_path.read_text() + long_line + "\n")
+    app = SageApp(frozen, open_run=4, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), timeout=10, what="the run")
+        screen = app.screen
+        await pilot.press("l")
+        await wait_until(pilot, lambda: "END" in screen.log_text, timeout=10, what="the log")
+        await pilot.pause(0.3)
+        log = screen.query_one("#log")
+        assert any(strip.text.rstrip().endswith("END") for strip in log.lines)   # wrapped, not cut
+        assert "follow on" in str(screen.query_one("#log-controls").render())
+        await pilot.press("f")
+        assert not screen.follow_log and "follow off" in str(screen.query_one("#log-controls").render())
+
+
+async def test_help_names_every_key_of_the_run_screen_readably(frozen):
+    from sage_tui.screens.help import HelpScreen
+
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_run(app, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = app.screen.keys_table().columns[0]._cells
+        assert "l, 4" in keys and "+, =" in keys and "q" in keys and "esc" in keys
+        assert not any("equals_sign" in k or "plus" in k for k in keys)
