@@ -1,6 +1,7 @@
 # Two commands, each doing all of its own set-up in a project-local virtual environment:
 #   make demo   install, then open the dashboard on ./demo-workspace with a live CPU run
-#   make test   install, then run the whole test suite
+#   make test   install, then run the whole test suite (what CI runs)
+#   make test-fast  the same without the tests that launch real processes (marked slow)
 #
 # torch is pinned to 2.13.0 and installed first. On this project's CPU machines that is
 # the CPU build; GPU users pick their CUDA build with TORCH_PIP_ARGS (see README).
@@ -13,7 +14,7 @@ TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 WORKSPACE ?= demo-workspace
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 install: $(STAMP)
 
@@ -36,6 +37,9 @@ test: $(STAMP)
 	@command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && apt-get install -y -qq tmux >/dev/null; } || true
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) $(WORKSPACE)

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_demo(workspace) -> int:
     """Reuse the demo run: watch it while it runs, resume it when it was stopped or
-    crashed; start one when there is none (or the last one finished or failed)."""
+    crashed, evaluate it when it finished unevaluated; start one when there is none (or
+    the last one was evaluated or failed)."""
     from db.processes import effective_status
     from db.store import Store
     from sage_tui import control
@@ -69,7 +70,11 @@ def start_demo(workspace) -> int:
             print(f"sage-tui: demo run {run.id} was {status}: "
                   f"{control.resume_run(workspace, run.id)}", file=sys.stderr)
             return run.id
-    return control.start_run(workspace, "train", "demo", control.DEMO_CONFIG).id
+        evaluating = control.evaluate_demo(workspace, run.id)   # ended while no dashboard watched
+        if evaluating:
+            print(f"sage-tui: demo run {run.id} finished: {evaluating}", file=sys.stderr)
+            return run.id
+    return control.start_run(workspace, "train", control.DEMO_NAME, control.DEMO_CONFIG).id
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from sage_tui import control
 from sage_tui.data import RunRow, load_runs
@@ -89,6 +89,7 @@ class SageApp(App):
         self.last_statuses: dict[int, str] = {}
         self.poll_timer = None
         self.notices: list[Notice] = []   # every notification of the session
+        self.demo_evaluated: set[int] = set()
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
@@ -100,10 +101,14 @@ class SageApp(App):
     @work(thread=True, exclusive=True, group="runs-poll", exit_on_error=False,
           description="read the runs table")
     def poll(self) -> None:
-        self.post_message(self.RunsLoaded(load_runs(self.workspace, self.clock())))
+        rows = load_runs(self.workspace, self.clock())
+        if not get_current_worker().is_cancelled:   # a newer poll replaced this one
+            self.post_message(self.RunsLoaded(rows))
 
     @on(RunsLoaded)
     def runs_loaded(self, message: RunsLoaded) -> None:
+        if not self.screen_stack:
+            return   # the app is closing
         self.run_rows = message.rows
         self.notify_status_changes(message.rows)
         runs_screen = self.screen if isinstance(self.screen, RunsScreen) else None
@@ -127,11 +132,23 @@ class SageApp(App):
                             title=f"run {row.status}", severity=severity, timeout=10)
             if row.status == "crashed" and row.run.status == "running":
                 self.record_crash(row.run.id)
+            if (row.status == "finished" and row.run.name == control.DEMO_NAME
+                    and row.run.kind == "train" and row.run.id not in self.demo_evaluated):
+                self.demo_evaluated.add(row.run.id)   # once: a stale poll may repeat the change
+                self.evaluate_demo(row.run.id)
             self.last_statuses[row.run.id] = row.status
 
     @work(thread=True, group="record-crash", exit_on_error=False, description="record a crash")
     def record_crash(self, run_id: int) -> None:
         control.record_crash(self.workspace, run_id)
+
+    @work(thread=True, group="demo-eval", exit_on_error=False, description="evaluate the demo")
+    def evaluate_demo(self, run_id: int) -> None:
+        """The demo ends with an evaluation, so its tasks can be browsed."""
+        message = control.evaluate_demo(self.workspace, run_id)
+        if message:
+            self.call_from_thread(self.notify, f"demo finished: {message}", title="evaluation")
+            self.call_from_thread(self.poll)
 
     def notify(self, message: str, *, title: str = "", severity: str = "information",
                timeout: float | None = None, markup: bool = True) -> None:

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from db.store import Checkpoint
-from sage_tui import data_tasks
+from sage_tui import control, data_tasks
 from sage_tui.data_tasks import CheckpointsView, EvaluationRow
 from sage_tui.screens.compare import CompareScreen
 from sage_tui.screens.confirm import ConfirmScreen
@@ -188,7 +188,7 @@ class CheckpointsScreen(SageScreen):
                           c.reason or "-", key=str(c.id))
         self.restore_cursor(table, keep)
         if not view.checkpoints:
-            table.add_row("", "", "", "", "no checkpoints yet", key="none")
+            table.add_row("", "", "", "", "none yet", key="none")
 
     def fill_evaluations(self, view: CheckpointsView) -> None:
         table = self.query_one("#evaluations-table", DataTable)
@@ -235,7 +235,7 @@ class CheckpointsScreen(SageScreen):
 
         def start(choice: tuple[str, int | None] | None) -> None:
             if choice is not None:
-                self.act(lambda: data_tasks.evaluate_checkpoint(self.app.workspace, checkpoint.id,
+                self.act(lambda: control.evaluate_checkpoint(self.app.workspace, checkpoint.id,
                                                                 choice[0], choice[1]))
 
         self.app.push_screen(EvaluateScreen(checkpoint, dataset, max_tasks), start)
@@ -243,7 +243,7 @@ class CheckpointsScreen(SageScreen):
     def action_resume(self) -> None:
         checkpoint = self.selected_checkpoint()
         if checkpoint is not None:
-            self.act(lambda: data_tasks.resume_from_checkpoint(self.app.workspace, self.run_id,
+            self.act(lambda: control.resume_run(self.app.workspace, self.run_id,
                                                                checkpoint.id))
 
     def action_delete(self) -> None:
@@ -254,7 +254,7 @@ class CheckpointsScreen(SageScreen):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.act(lambda: data_tasks.delete_checkpoint(self.app.workspace, checkpoint.id))
+                self.act(lambda: control.delete_checkpoint(self.app.workspace, checkpoint.id))
 
         self.app.push_screen(ConfirmScreen(
             f"Delete checkpoint {checkpoint.id} (step {checkpoint.step}, "

@@ -24,7 +24,8 @@ ABOUT = {
 READABLE = {"escape": "esc", "enter": "enter", "space": "space", "slash": "/",
             "question_mark": "?", "plus": "+", "equals_sign": "=", "minus": "-",
             "pageup": "PgUp", "pagedown": "PgDn", "left": "←", "right": "→", "up": "↑",
-            "down": "↓", "home": "Home", "end": "End", "tab": "tab"}
+            "down": "↓", "home": "Home", "end": "End", "tab": "tab",
+            "left_square_bracket": "[", "right_square_bracket": "]"}
 TABLE_KEYS = ("↑ ↓ / j k", "move in a list")
 
 

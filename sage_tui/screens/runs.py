@@ -23,7 +23,7 @@ STATUS_FILTERS = ("all", "running", "queued", "stopped", "finished", "failed", "
 # (column, width): the narrow set fits 80 columns (with a scrollbar); from WIDE_FROM
 # columns the name gets more room, epoch, ETA and last update show, and a failed run's
 # reason has its own column. The line under the table always shows the selected run's.
-NARROW_COLUMNS = [("", 1), ("id", 3), ("name", 18), ("kind", 5), ("status", 8), ("prog", 4),
+NARROW_COLUMNS = [("", 1), ("id", 3), ("name", 18), ("kind", 7), ("status", 8), ("prog", 4),
                   ("step", 6), ("best", 4), ("device", 6)]
 WIDE_COLUMNS = [("", 1), ("id", 4), ("name", 32), ("kind", 7), ("status", 8), ("prog", 4),
                 ("step", 7), ("epoch", 5), ("ETA", 6), ("best", 5), ("device", 7),
@@ -73,13 +73,13 @@ class RunsScreen(SageScreen):
         Binding("l", "log", "Log", id="runs.log"),
         Binding("c", "checkpoints", "Checkpoints", id="runs.checkpoints"),
         Binding("slash", "filter", "Filter", id="runs.filter"),
+        Binding("y", "app.system", "System", id="runs.system"),
         Binding("C", "clone", "Clone", show=False, id="runs.clone"),
         Binding("d", "delete", "Delete", show=False, id="runs.delete"),
         Binding("space", "mark", "Mark (stop/delete together)", show=False, id="runs.mark"),
         Binding("f", "status_filter", "Status filter", show=False, id="runs.status_filter"),
         Binding("o", "next_sort", "Sort by next column", show=False, id="runs.sort"),
         Binding("D", "diff", "Config diff of two runs", show=False, id="runs.diff"),
-        Binding("y", "app.system", "System", show=False, id="runs.system"),
         # The first screen has nothing to go back to: esc clears the filter and the marks.
         Binding("escape", "back", "Clear filter and marks", show=False, id="runs.clear"),
         *[key for key in COMMON_KEYS if key.key != "escape"],
@@ -102,7 +102,7 @@ class RunsScreen(SageScreen):
         yield SageTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="runs-detail")
         yield Static(id="runs-summary")
-        yield Footer(show_command_palette=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.set_columns()

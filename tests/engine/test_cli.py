@@ -64,6 +64,7 @@ def test_runs_table_shows_the_device_and_why_a_run_failed(workspace):
     assert "cuda:0" in line and line.endswith("CUDA out of memory")
 
 
+@pytest.mark.slow
 def test_check_answers_json_for_the_dashboard():
     good = engine("check", "--config-json", '{"lr": "0.001"}')
     assert (good.returncode, json.loads(good.stdout)) == (0, {"ok": True})
@@ -76,6 +77,7 @@ def test_check_answers_json_for_the_dashboard():
     assert teacher.returncode == 1 and answer["field"] == "teacher" and "/no/model" in answer["message"]
 
 
+@pytest.mark.slow
 def test_train_detach_returns_at_once_and_the_run_trains(workspace):
     result = engine("train", "--workspace", str(workspace), "--detach", "--set", "max_steps=2",
                     "--set", "max_tasks=2", "--set", "max_grid=5", "--set", "batch_size=2")

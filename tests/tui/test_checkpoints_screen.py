@@ -7,7 +7,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from db.store import Prediction, Store, TaskScore
-from sage_tui import control, data_tasks
+from sage_tui import control
 from sage_tui.screens.checkpoints import CheckpointsScreen, EvaluateScreen
 from sage_tui.screens.compare import CompareScreen
 from sage_tui.screens.confirm import ConfirmScreen
@@ -95,7 +95,7 @@ async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_w
                                                                  monkeypatch):
     run_id, ids, _ = run_with_checkpoints
     launched = []
-    monkeypatch.setattr(data_tasks, "launch_engine", lambda ws, log, *args: launched.append((log, args)))
+    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: launched.append((log, args)))
     app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
@@ -122,7 +122,7 @@ async def test_evaluate_really_starts_an_eval_run(workspace, run_with_checkpoint
     run_id, ids, _ = run_with_checkpoints
     before = set(run_ids(workspace))
     try:
-        data_tasks.evaluate_checkpoint(workspace, ids[0], "arc1/train", 1)
+        control.evaluate_checkpoint(workspace, ids[0], "arc1/train", 1)
         new = wait_for(lambda: set(run_ids(workspace)) - before, timeout=60, what="the eval run")
         with Store.open_readonly(workspace) as store:
             run = store.get_run(new.pop())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from db.store import Store
 from sage_tui.app import SageApp
 from sage_tui.screens.new_run import NewRunScreen
@@ -14,6 +16,7 @@ from sage_tui.screens.runs import RunsScreen
 from tests.tui.helpers import run_ids, run_status, stop_all_engines, wait_until
 
 
+@pytest.mark.slow
 async def test_start_watch_stop_resume_and_crash_from_the_ui(workspace):
     app = SageApp(workspace)
     try:

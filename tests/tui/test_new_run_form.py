@@ -3,6 +3,7 @@ field, extract settings, and what a launch hands to the engine."""
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Input, Select, Static
 
 from sage_tui import control
@@ -133,6 +134,7 @@ async def test_an_unvalidated_extract_still_launches_with_a_warning(workspace, m
         assert "could not validate extract settings" in messages and "run 7 started" in messages
 
 
+@pytest.mark.slow
 def test_check_config_asks_the_real_engine():
     verdict = control.check_config("train", {"lr": 2})
     assert (verdict.ok, verdict.field) == (False, "lr")

@@ -294,7 +294,7 @@ async def test_help_lists_the_screens_keys(frozen):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = str(app.screen.keys_table().columns[1]._cells)
-        for description in ("New", "Stop", "Resume", "Clone", "Delete", "Filter", "Quit", "Back",
+        for description in ("New", "Stop", "Resume", "Clone", "Delete", "Filter", "Quit", "Clear filter",
                             "Notification history", "Sort by next column"):
             assert description in text
         keys = app.screen.keys_table().columns[0]._cells
@@ -324,3 +324,28 @@ async def test_enter_opens_and_escape_returns(frozen):
         assert isinstance(app.screen, RunsScreen)
         await pilot.press("y")
         assert type(app.screen).__name__ == "SystemScreen"
+
+
+async def test_the_demo_ends_with_an_evaluation_of_its_best_checkpoint(frozen, monkeypatch):
+    """When the dashboard sees the demo run finish it starts `sage-engine eval` on the best
+    checkpoint (stand-in for the launch: the command line is recorded, not run)."""
+    from sage_tui import control
+    from tests.tui.fixtures import FROZEN_NOW, OTHER_HOST
+
+    launched = []
+    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: launched.append(args))
+    with Store.open(frozen) as store:
+        demo = store.create_run("demo", "train", dict(control.DEMO_CONFIG))
+        store.update_run(demo.id, status="running", host=OTHER_HOST, pid=1, heartbeat_at=FROZEN_NOW)
+        early = store.add_checkpoint(demo.id, 50, 1.0, "runs/x/a.pt", 10, {"val_pass2": 0.5}, "periodic")
+        store.add_checkpoint(demo.id, 200, 4.0, "runs/x/b.pt", 10, {"val_pass2": 0.25}, "final")
+    app = SageApp(frozen, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot, rows=7)
+        with Store.open(frozen) as store:
+            store.update_run(demo.id, status="finished")
+        await wait_until(pilot, lambda: launched, timeout=10, what="the demo's evaluation")
+        assert launched == [("eval", "--checkpoint", str(early), "--dataset", "arc1/train",
+                             "--max-tasks", str(control.DEMO_EVAL_TASKS))]
+        await wait_until(pilot, lambda: any("demo finished" in n.message for n in app.notices),
+                         timeout=5, what="the notification")

@@ -222,13 +222,14 @@ def test_snapshot_tasks_screen_failed(snap_compare, workspace, evaluations, true
     assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
 
 
-def test_snapshot_task_view_known_wrong_attempt(snap_compare, workspace, evaluations, truecolour):
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_snapshot_task_view_known_wrong_attempt(snap_compare, workspace, evaluations, truecolour, size):
     async def loaded(pilot):
         await wait_until(pilot, lambda: pilot.app.screen.query("#diff-2"), timeout=10, what="task")
         await pilot.pause()
 
     app = ScreenApp(workspace, lambda: TaskViewScreen(evaluations[0], "007bbfb7"))
-    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
+    assert snap_compare(app, terminal_size=size, run_before=loaded)
 
 
 async def test_a_failed_read_reaches_the_app(workspace, evaluations):
