@@ -12,7 +12,7 @@ from typing import Callable
 
 from textual import work
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable
 
 from sage_tui.workers import ReportsWorkerErrors
@@ -30,6 +30,13 @@ class SageTable(DataTable):
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
     ]
+
+
+def is_shown(screen: Screen) -> bool:
+    """The screen is in front, or only a modal (help, a question) covers part of it.
+    Textual's ``is_current`` also holds for a full screen left behind another one."""
+    top = screen.app.screen
+    return top is screen or (isinstance(top, ModalScreen) and screen.is_current)
 
 
 def selected_row_key(table: DataTable) -> str | None:
@@ -60,7 +67,7 @@ class SageScreen(ReportsWorkerErrors, Screen):
         if self.poll_timer is not None:
             self.poll_timer.stop()
             self.poll_timer = None
-        if not self.is_current:
+        if not is_shown(self):
             self.paused = True
             return
         self.load()

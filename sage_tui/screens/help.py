@@ -41,7 +41,11 @@ def screen_keys(screen: Screen, app_bindings: list) -> list[tuple[str, str]]:
     """(keys, what they do) for every binding of the screen, then the app's: keys with
     the same action share a row ("l, 4  Log")."""
     rows: dict[str, tuple[list[str], str]] = {}
-    for binding in [*screen.BINDINGS, *app_bindings]:
+    # The screen's keys, then those of its own widgets (a tab's keys), then the app's.
+    widget_bindings = [binding for widget in screen.query("*")
+                       if type(widget).__module__.startswith("sage_tui.")
+                       for binding in type(widget).__dict__.get("BINDINGS", [])]
+    for binding in [*screen.BINDINGS, *widget_bindings, *app_bindings]:
         if not isinstance(binding, Binding):
             continue
         keys, description = rows.setdefault(binding.action, ([], binding.description or binding.action))

@@ -3,43 +3,37 @@ system panel, events, the engine log and the config."""
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
-import subprocess
 import time
 from dataclasses import dataclass
 from functools import partial
 
+from rich.segment import Segment
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import ItemGrid, Vertical, VerticalScroll
 from textual.message import Message
-from textual.app import SuspendNotSupported
 from textual.screen import ModalScreen
-from textual.worker import get_current_worker
-from rich.segment import Segment
 from textual.strip import Strip
-from textual.widgets.option_list import OptionDoesNotExist
 from textual.widgets import (Footer, Header, RichLog, SelectionList, Static, TabbedContent,
                              TabPane)
+from textual.widgets.option_list import OptionDoesNotExist
+from textual.worker import get_current_worker
 
 from db.store import WorkspaceError
 from sage_tui import control
 from sage_tui.data import (FULL_READ_ROWS, METRIC_GROUPS, RunSnapshot, SeriesRequest,
-                           SystemSnapshot, failure_reason, is_traceback_line, keys_by_group,
-                           load_run, load_system, read_log_tail, run_exists)
+                           failure_reason, keys_by_group, load_run, read_log_tail, run_exists)
 from sage_tui.format import duration, number, status_text
 from sage_tui.series import Series
-from sage_tui.screens.base import COMMON_KEYS, SageScreen
+from sage_tui.screens.base import COMMON_KEYS, SageScreen, is_shown
 from sage_tui.widgets.curve import (X_AXES, CurvePlot, PlotLine, PlotSettings, baseline_key,
                                      plotted_keys)
-from sage_tui.widgets.system import SystemPanel
+from sage_tui.widgets.run_tabs import LogTab, PollingTab, SystemTab
 
-POLL_S = 1.0
-SLOW_POLL_S = 2.0        # system panel and log tail
+POLL_S = 1.0             # status, curves and events; the log and system tabs read on their own
 WINDOWS = (None, 100, 1_000, 10_000, 100_000)   # "last N steps"; None = all
 SMOOTHING_STEP = 0.1
 PLOT_MIN_WIDTH = 60      # plots side by side from 120 columns
@@ -121,8 +115,6 @@ class RunScreen(SageScreen):
                 id="run.cursor_back"),
         Binding("right_square_bracket", "cursor(1)", "Cursor forward", show=False, id="run.cursor_on"),
         Binding("L", "toggle_log_scale", "Log scale for losses", show=False, id="run.log_scale"),
-        Binding("f", "toggle_follow", "Log: follow on/off", show=False, id="run.follow"),
-        Binding("v", "pager", "Log: open in $PAGER", show=False, id="run.pager"),
         Binding("1", "tab('curves')", "Curves tab", show=False, id="run.tab_curves"),
         Binding("2", "tab('system')", "System tab", show=False, id="run.tab_system"),
         Binding("3", "tab('events')", "Events tab", show=False, id="run.tab_events"),
@@ -133,14 +125,6 @@ class RunScreen(SageScreen):
     @dataclass
     class Loaded(Message):
         snapshot: RunSnapshot
-
-    @dataclass
-    class LogLoaded(Message):
-        text: str
-
-    @dataclass
-    class SystemLoaded(Message):
-        snapshot: SystemSnapshot
 
     @dataclass
     class RunMissing(Message):
@@ -160,9 +144,6 @@ class RunScreen(SageScreen):
         self.last_event_id = 0
         self.snapshot: RunSnapshot | None = None
         self.reason: str | None = None       # why a failed or crashed run ended, from its log
-        self.log_text = ""
-        self.follow_log = True
-        self.slow_timer = None
 
     def compose(self) -> ComposeResult:
         # Start reading at once: the first load runs while the widgets below mount.
@@ -177,13 +158,11 @@ class RunScreen(SageScreen):
                 with VerticalScroll(id="plots-scroll"):
                     yield ItemGrid(id="plots", min_column_width=PLOT_MIN_WIDTH)
             with TabPane("System", id="tab-system"):
-                with VerticalScroll():
-                    yield SystemPanel(id="system")
+                yield SystemTab(self.run_id, id="system-tab")
             with TabPane("Events", id="tab-events"):
                 yield RichLog(id="events", wrap=True, markup=False)
             with TabPane("Log", id="tab-log"):
-                yield Static(id="log-controls")
-                yield RichLog(id="log", wrap=True, markup=False)
+                yield LogTab(id="log-tab")
             with TabPane("Config", id="tab-config"):
                 with VerticalScroll():
                     yield Static(id="config")
@@ -191,9 +170,7 @@ class RunScreen(SageScreen):
 
     def on_mount(self) -> None:
         self.show_controls()
-        self.show_log_controls()
-        self.focus_tab_content()
-        self.poll_slow()   # the first poll started in compose; its reply re-arms polling
+        self.focus_tab_content()   # the first poll started in compose; its reply re-arms polling
 
     def focus_tab_content(self) -> None:
         """The shown tab's content takes the keys, so arrows and PageDown scroll it at once."""
@@ -224,7 +201,8 @@ class RunScreen(SageScreen):
         if self.paused:
             self.paused = False
             self.poll()
-            self.poll_slow()
+        for tab in self.query(PollingTab):
+            tab.poll()
 
     @property
     def active_tab(self) -> str:
@@ -267,16 +245,11 @@ class RunScreen(SageScreen):
             self.poll_timer.stop()
         self.poll_timer = self.set_timer(POLL_S, self.poll)
 
-    def rearm_slow_poll(self) -> None:
-        if self.slow_timer is not None:
-            self.slow_timer.stop()
-        self.slow_timer = self.set_timer(SLOW_POLL_S, self.poll_slow)
-
     def poll(self) -> None:
         if self.poll_timer is not None:
             self.poll_timer.stop()
             self.poll_timer = None
-        if not self.is_current:
+        if not is_shown(self):
             self.paused = True  # hidden screens do not poll; on_screen_resume restarts
             return
         self.load(self.series_requests(), self.plot_points, self.last_event_id,
@@ -321,6 +294,7 @@ class RunScreen(SageScreen):
             self.draw(None if "*" in changed_keys else changed_keys)
         self.show_status()
         self.show_events(snapshot)
+        self.query_one(LogTab).set_run(snapshot.rows[self.run_id].run)
         self.rearm_poll()
 
     @on(RunMissing)
@@ -329,79 +303,6 @@ class RunScreen(SageScreen):
         self.notify(f"there is no run {self.run_id} in this workspace (deleted?)", severity="error")
         if self.is_current:
             self.app.pop_screen()
-
-    # One slower loop for what costs more and matters only when its tab is shown.
-    def poll_slow(self) -> None:
-        if self.slow_timer is not None:
-            self.slow_timer.stop()
-            self.slow_timer = None
-        if not self.is_current:
-            self.paused = True
-            return
-        tab = self.active_tab
-        if tab == "system":
-            self.load_system()
-        elif tab == "log" and self.snapshot is not None:
-            self.load_log(self.snapshot.rows[self.run_id].run)
-        else:
-            self.rearm_slow_poll()
-
-    @work(thread=True, exclusive=True, group="run-system", exit_on_error=False,
-          description="read GPUs and system samples")
-    def load_system(self) -> None:
-        self.post_message(self.SystemLoaded(load_system(self.app.workspace, self.run_id,
-                                                        now=self.app.clock())))
-
-    @work(thread=True, exclusive=True, group="run-log", exit_on_error=False,
-          description="read the engine log")
-    def load_log(self, run) -> None:
-        self.post_message(self.LogLoaded(read_log_tail(self.app.workspace, run)))
-
-    @on(SystemLoaded)
-    def show_system(self, message: SystemLoaded) -> None:
-        self.query_one(SystemPanel).show(message.snapshot)
-        self.rearm_slow_poll()
-
-    @on(LogLoaded)
-    def show_log(self, message: LogLoaded) -> None:
-        self.rearm_slow_poll()
-        if message.text == self.log_text:
-            return
-        self.log_text = message.text
-        log = self.query_one("#log", RichLog)
-        scroll_y = log.scroll_y
-        log.clear()
-        for line in message.text.splitlines():
-            log.write(Text(line, style=log_style(line)), scroll_end=False)
-        if self.follow_log:
-            log.scroll_end(animate=False)
-        else:
-            log.scroll_to(y=scroll_y, animate=False)
-
-    def show_log_controls(self) -> None:
-        follow = "[b]on[/b]" if self.follow_log else "off"
-        self.query_one("#log-controls", Static).update(
-            f"follow {follow} (f)   open in $PAGER (v)   long lines wrap")
-
-    def action_toggle_follow(self) -> None:
-        self.follow_log = not self.follow_log
-        self.show_log_controls()
-        if self.follow_log:
-            self.query_one("#log", RichLog).scroll_end(animate=False)
-
-    def action_pager(self) -> None:
-        """The whole log in the user's pager; the dashboard comes back when it quits."""
-        run = self.snapshot.rows[self.run_id].run if self.snapshot else None
-        path = self.app.workspace / run.log_path if run and run.log_path else None
-        if path is None or not path.exists():
-            self.notify("this run has no log file yet", severity="warning")
-            return
-        pager = shlex.split(os.environ.get("PAGER") or "less") + [str(path)]
-        try:
-            with self.app.suspend():
-                subprocess.run(pager)
-        except (OSError, SuspendNotSupported) as error:
-            self.notify(f"could not open the log in {pager[0]}: {error}", severity="error")
 
     # ------------------------------------------------------------- drawing
     def rebuild_plots(self) -> None:
@@ -556,7 +457,6 @@ class RunScreen(SageScreen):
     @on(TabbedContent.TabActivated)
     def tab_activated(self) -> None:
         self.focus_tab_content()
-        self.poll_slow()
         if self.active_tab == "curves":
             self.poll()
 
@@ -573,12 +473,3 @@ class RunScreen(SageScreen):
 
 def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
-
-
-def log_style(line: str) -> str:
-    """Tracebacks and errors stand out in the log tail."""
-    if is_traceback_line(line) or " ERROR " in line:
-        return "bold red"
-    if " WARNING " in line:
-        return "yellow"
-    return ""

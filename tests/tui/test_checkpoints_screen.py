@@ -169,3 +169,27 @@ async def test_open_tasks_and_compare_two_evaluations(workspace, run_with_checkp
         await wait_until(pilot, lambda: app.screen.comparison is not None, timeout=10, what="compare")
         assert app.screen.comparison.count("gained") == 1
     assert not app.errors
+
+
+async def test_a_hidden_checkpoints_screen_stops_reading_and_starts_again_when_shown(
+        workspace, run_with_checkpoints, monkeypatch):
+    from sage_tui.screens import checkpoints as screen_module
+
+    run_id, _, _ = run_with_checkpoints
+    reads = []
+    real = screen_module.data_tasks.load_checkpoints
+    monkeypatch.setattr(screen_module.data_tasks, "load_checkpoints",
+                        lambda *args: reads.append(1) or real(*args))
+    monkeypatch.setattr(CheckpointsScreen, "POLL_S", 0.1)
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await loaded(pilot, screen)
+        await pilot.press("t")    # the tasks of an evaluation, on top
+        assert app.screen is not screen, app.screen
+        await wait_until(pilot, lambda: screen.paused, timeout=5, what="the hidden screen to pause")
+        count = len(reads)
+        assert screen.poll_timer is None   # nothing left to wake it while hidden
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: len(reads) > count and not screen.paused, timeout=5,
+                         what="reading again once shown")

@@ -12,6 +12,7 @@ from db import sysinfo
 from db.processes import HOST
 from db.store import Store
 from sage_tui.app import SageApp
+from sage_tui.widgets.run_tabs import LogTab
 from sage_tui.screens.run import OverlayPicker, RunScreen
 from sage_tui.widgets.curve import CurvePlot
 from sage_tui.widgets.system import SystemPanel
@@ -321,13 +322,13 @@ async def test_log_tab_wraps_long_lines_and_follow_toggles(frozen):
         await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), timeout=10, what="the run")
         screen = app.screen
         await pilot.press("l")
-        await wait_until(pilot, lambda: "END" in screen.log_text, timeout=10, what="the log")
+        await wait_until(pilot, lambda: "END" in screen.query_one(LogTab).text, timeout=10, what="the log")
         await pilot.pause(0.3)
         log = screen.query_one("#log")
         assert any(strip.text.rstrip().endswith("END") for strip in log.lines)   # wrapped, not cut
         assert "follow on" in str(screen.query_one("#log-controls").render())
         await pilot.press("f")
-        assert not screen.follow_log and "follow off" in str(screen.query_one("#log-controls").render())
+        assert not screen.query_one(LogTab).follow and "follow off" in str(screen.query_one("#log-controls").render())
 
 
 async def test_help_names_every_key_of_the_run_screen_readably(frozen):
@@ -340,4 +341,5 @@ async def test_help_names_every_key_of_the_run_screen_readably(frozen):
         assert isinstance(app.screen, HelpScreen)
         keys = app.screen.keys_table().columns[0]._cells
         assert "l, 4" in keys and "+, =" in keys and "q" in keys and "esc" in keys
+        assert "[" in keys and "f" in keys and "v" in keys   # incl. the log tab's own keys
         assert not any("equals_sign" in k or "plus" in k for k in keys)

@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Input
 
 from db.store import Store
 from sage_tui.app import SageApp
+from sage_tui.widgets.run_tabs import LogTab
 from sage_tui.screens.confirm import ConfirmScreen
 from sage_tui.screens.help import HelpScreen
 from sage_tui.screens.new_run import NewRunScreen
@@ -220,7 +221,7 @@ async def test_log_key_opens_a_failed_runs_log_with_the_traceback_marked(frozen)
         await pilot.press("down", "down", "l")   # oom-crash
         assert isinstance(app.screen, RunScreen)
         screen = app.screen
-        await wait_until(pilot, lambda: "OutOfMemoryError" in screen.log_text, timeout=10, what="the log")
+        await wait_until(pilot, lambda: "OutOfMemoryError" in screen.query_one(LogTab).text, timeout=10, what="the log")
         await wait_until(pilot, lambda: "OutOfMemoryError" in str(screen.query_one("#run-status").render()),
                          timeout=10, what="the failure reason in the status line")
         log = screen.query_one("#log")

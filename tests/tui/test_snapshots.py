@@ -10,6 +10,7 @@ import time
 import pytest
 
 from sage_tui.app import SageApp
+from sage_tui.widgets.run_tabs import LogTab
 from sage_tui.screens.run import RunScreen
 from sage_tui.screens.runs import RunsScreen
 
@@ -79,7 +80,7 @@ def test_failed_run_status_and_log(snap_compare, frozen_app):
         await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.reason,
                          timeout=10, what="the failure reason")
         await pilot.press("l")
-        await wait_until(pilot, lambda: app.screen.log_text, timeout=10, what="the log")
+        await wait_until(pilot, lambda: app.screen.query_one(LogTab).text, timeout=10, what="the log")
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
