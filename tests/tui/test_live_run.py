@@ -74,5 +74,13 @@ async def test_start_watch_stop_resume_and_crash_from_the_ui(workspace):
             await wait_until(pilot, lambda: any(f"run {run_id} live crashed" in n.message
                                                 for n in app._notifications),
                              timeout=10, what="the crash notification")
+
+            def crash_recorded() -> bool:   # in the events and at the end of the log
+                with Store.open_readonly(workspace) as store:
+                    events = [e.kind for e in store.events(run_id, limit=10_000)]
+                log = (workspace / "runs" / f"{run_id:04d}" / "engine.log").read_text()
+                return "crashed" in events and "engine process gone" in log.splitlines()[-1]
+
+            await wait_until(pilot, crash_recorded, timeout=10, what="the crash written down")
     finally:
         stop_all_engines(workspace)
