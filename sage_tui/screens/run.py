@@ -143,6 +143,7 @@ class RunScreen(SageScreen):
         self.series: dict[tuple[int, str], Series] = {}
         self.last_event_id = 0
         self.snapshot: RunSnapshot | None = None
+        self.run_gone = False
         self.reason: str | None = None       # why a failed or crashed run ended, from its log
 
     def compose(self) -> ComposeResult:
@@ -299,9 +300,12 @@ class RunScreen(SageScreen):
 
     @on(RunMissing)
     def run_missing(self, message: RunMissing) -> None:
-        """One message, then back to the runs list; no poll re-posts it."""
+        """One message, then back to the runs list; a second read in flight says nothing."""
+        if self.run_gone:
+            return
+        self.run_gone = True
         self.notify(f"there is no run {self.run_id} in this workspace (deleted?)", severity="error")
-        if self.is_current:
+        if self.app.screen is self:
             self.app.pop_screen()
 
     # ------------------------------------------------------------- drawing
