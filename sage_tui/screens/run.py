@@ -1,25 +1,19 @@
 """One run: status line; tabs for live curves (grouped, smoothed, overlaid), the
-system panel, events, the engine log and the config."""
+system panel, events, the engine log and the config. The curves live here; the other
+tabs are widgets of their own (``widgets.run_tabs``)."""
 
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from functools import partial
 
-from rich.segment import Segment
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import ItemGrid, Vertical, VerticalScroll
+from textual.containers import ItemGrid, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen
-from textual.strip import Strip
-from textual.widgets import (Footer, Header, RichLog, SelectionList, Static, TabbedContent,
-                             TabPane)
-from textual.widgets.option_list import OptionDoesNotExist
+from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from db.store import WorkspaceError
@@ -29,9 +23,10 @@ from sage_tui.data import (FULL_READ_ROWS, METRIC_GROUPS, RunSnapshot, SeriesReq
 from sage_tui.format import duration, number, status_text
 from sage_tui.series import Series
 from sage_tui.screens.base import COMMON_KEYS, SageScreen, is_shown
+from sage_tui.screens.overlay import OverlayPicker
 from sage_tui.widgets.curve import (X_AXES, CurvePlot, PlotLine, PlotSettings, baseline_key,
                                      plotted_keys)
-from sage_tui.widgets.run_tabs import LogTab, PollingTab, SystemTab
+from sage_tui.widgets.run_tabs import ConfigTab, EventsTab, LogTab, PollingTab, SystemTab
 
 POLL_S = 1.0             # status, curves and events; the log and system tabs read on their own
 WINDOWS = (None, 100, 1_000, 10_000, 100_000)   # "last N steps"; None = all
@@ -45,56 +40,6 @@ GROUP_TITLES = dict(METRIC_GROUPS)
 
 def plot_id(key: str) -> str:
     return "plot-" + re.sub(r"[^A-Za-z0-9_-]", "_", key)
-
-
-class CheckList(SelectionList[int]):
-    """A selection list whose boxes read [x] when checked and [ ] when not, so the two
-    differ without colour (Textual draws the same mark for both)."""
-
-    def render_line(self, y: int) -> Strip:
-        strip = super().render_line(y)
-        segments = list(strip)
-        try:
-            option = self.get_option_at_index(self.scroll_offset.y + y)
-        except OptionDoesNotExist:
-            return strip
-        if len(segments) < 3:
-            return strip
-        mark = "x" if option.value in self._selected else " "
-        segments[0] = Segment("[", segments[0].style)
-        segments[1] = Segment(mark, segments[1].style)
-        segments[2] = Segment("]", segments[2].style)
-        return Strip(segments, strip.cell_length)
-
-
-class OverlayPicker(ModalScreen[list[int] | None]):
-    """Choose the runs whose curves are drawn over this run's."""
-
-    BINDINGS = [
-        # Priority: the list would otherwise take enter as "toggle"; space toggles.
-        Binding("enter", "apply", "Apply", priority=True, id="overlay.apply"),
-        Binding("escape", "cancel", "Cancel", id="overlay.cancel"),
-    ]
-
-    def __init__(self, run_id: int, chosen: list[int]) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.chosen = chosen
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="overlay-box"):
-            yield Static("Overlay runs: [b]space[/b] toggles, [b]enter[/b] applies, [b]esc[/b] cancels")
-            yield CheckList(
-                *[(f"{row.run.id:>4}  {row.run.name}  ({row.run.kind}, {row.status})", row.run.id,
-                   row.run.id in self.chosen)
-                  for row in self.app.run_rows if row.run.id != self.run_id and row.run.kind == "train"],
-                id="overlay-list")
-
-    def action_apply(self) -> None:
-        self.dismiss(list(self.query_one(SelectionList).selected))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class RunScreen(SageScreen):
@@ -141,7 +86,6 @@ class RunScreen(SageScreen):
         self.plotted_keys: list[str] = []
         self.overlay_ids: list[int] = []
         self.series: dict[tuple[int, str], Series] = {}
-        self.last_event_id = 0
         self.snapshot: RunSnapshot | None = None
         self.run_gone = False
         self.reason: str | None = None       # why a failed or crashed run ended, from its log
@@ -161,12 +105,11 @@ class RunScreen(SageScreen):
             with TabPane("System", id="tab-system"):
                 yield SystemTab(self.run_id, id="system-tab")
             with TabPane("Events", id="tab-events"):
-                yield RichLog(id="events", wrap=True, markup=False)
+                yield EventsTab(id="events")
             with TabPane("Log", id="tab-log"):
                 yield LogTab(id="log-tab")
             with TabPane("Config", id="tab-config"):
-                with VerticalScroll():
-                    yield Static(id="config")
+                yield ConfigTab()
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -294,7 +237,7 @@ class RunScreen(SageScreen):
         elif changed_keys:
             self.draw(None if "*" in changed_keys else changed_keys)
         self.show_status()
-        self.show_events(snapshot)
+        self.query_one(EventsTab).add(snapshot.events)
         self.query_one(LogTab).set_run(snapshot.rows[self.run_id].run)
         self.rearm_poll()
 
@@ -375,17 +318,11 @@ class RunScreen(SageScreen):
         elif run.message:
             parts.append(f"— {run.message}")
         self.query_one("#run-status", Static).update("  ".join(parts))
-        config = "\n".join(f"{k} = {v!r}" for k, v in sorted(run.config.items()))
-        self.query_one("#config", Static).update(config or "(engine defaults)")
+        self.query_one(ConfigTab).show(run.config)
 
-    def show_events(self, snapshot: RunSnapshot) -> None:
-        events = self.query_one("#events", RichLog)
-        for event in snapshot.events:
-            if event.id <= self.last_event_id:
-                continue  # an overlapping reply already showed it
-            style = "bold red" if event.kind in ("error", "oom", "failed") else ""
-            events.write(Text(f"{_clock(event.t)}  {event.kind:<10} {event.message}", style=style))
-            self.last_event_id = event.id
+    @property
+    def last_event_id(self) -> int:
+        return self.query_one(EventsTab).last_id
 
     # ------------------------------------------------------------- actions
     def action_back(self) -> None:
@@ -473,7 +410,3 @@ class RunScreen(SageScreen):
 
     def action_checkpoints(self) -> None:
         self.app.open_checkpoints(self.run_id)
-
-
-def _clock(t: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t))

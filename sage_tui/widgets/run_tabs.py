@@ -1,12 +1,14 @@
-"""The run screen's slower tabs, each a widget with its own state, keys and reads: the
-engine log (follow, pager) and the system panel. They read only while they are shown
-on the screen in front, every ``POLL_S`` seconds."""
+"""The run screen's tabs other than the curves, each a widget with its own state, keys
+and reads: events (filled from the screen's read), the engine log (follow, pager), the
+system panel and the config. The log and system tabs read on their own, only while they
+are shown on the screen in front, every ``POLL_S`` seconds."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -17,7 +19,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import RichLog, Static
 
-from db.store import Run
+from db.store import Event, Run
 from sage_tui.data import SystemSnapshot, is_traceback_line, load_system, read_log_tail
 from sage_tui.screens.base import is_shown
 from sage_tui.widgets.system import SystemPanel
@@ -171,3 +173,31 @@ class SystemTab(PollingTab, VerticalScroll):
     def show_snapshot(self, message: Loaded) -> None:
         self.query_one(SystemPanel).show(message.snapshot)
         self.rearm()
+
+
+class EventsTab(RichLog):
+    """The run's events, oldest first; each read brings only the events after the last."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(wrap=True, markup=False, **kwargs)
+        self.last_id = 0
+
+    def add(self, events: list[Event]) -> None:
+        for event in events:
+            if event.id <= self.last_id:
+                continue  # an overlapping reply already showed it
+            style = "bold red" if event.kind in ("error", "oom", "failed", "crashed") else ""
+            clock = time.strftime("%H:%M:%S", time.localtime(event.t))
+            self.write(Text(f"{clock}  {event.kind:<10} {event.message}", style=style))
+            self.last_id = event.id
+
+
+class ConfigTab(VerticalScroll):
+    """The run's settings, one per line."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="config")
+
+    def show(self, config: dict) -> None:
+        text = "\n".join(f"{k} = {v!r}" for k, v in sorted(config.items()))
+        self.query_one("#config", Static).update(text or "(engine defaults)")

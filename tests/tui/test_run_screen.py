@@ -13,7 +13,8 @@ from db.processes import HOST
 from db.store import Store
 from sage_tui.app import SageApp
 from sage_tui.widgets.run_tabs import LogTab
-from sage_tui.screens.run import OverlayPicker, RunScreen
+from sage_tui.screens.overlay import OverlayPicker
+from sage_tui.screens.run import RunScreen
 from sage_tui.widgets.curve import CurvePlot
 from sage_tui.widgets.system import SystemPanel
 
