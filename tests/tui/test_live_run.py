@@ -34,7 +34,7 @@ async def test_start_watch_stop_resume_and_crash_from_the_ui(workspace):
             screen = app.screen
 
             def steps() -> list[int]:
-                series = screen.series.get((run_id, "loss"))
+                series = screen.curves.series.get((run_id, "loss"))
                 return list(series.steps) if series else []
 
             await wait_until(pilot, lambda: len(steps()) >= 1, timeout=120, what="the first loss point")

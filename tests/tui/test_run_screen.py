@@ -30,8 +30,8 @@ def frozen(tmp_path):
 async def open_run(app, pilot, run_id: int = 2) -> RunScreen:
     await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), timeout=10, what="the run screen")
     screen = app.screen
-    await wait_until(pilot, lambda: screen.series.get((run_id, "loss")) is not None
-                     and screen.series[(run_id, "loss")].steps, timeout=10, what="the loss curve")
+    await wait_until(pilot, lambda: screen.curves.series.get((run_id, "loss")) is not None
+                     and screen.curves.series[(run_id, "loss")].steps, timeout=10, what="the loss curve")
     return screen
 
 
@@ -50,10 +50,10 @@ async def test_curves_are_grouped_and_every_key_reaches_a_group(frozen):
             await pilot.press("g")
             await wait_until(pilot, lambda: plot_keys(screen) == expected, timeout=5,
                              what=f"the group {expected}")
-            await wait_until(pilot, lambda: all((2, k) in screen.series for k in expected), timeout=5,
+            await wait_until(pilot, lambda: all((2, k) in screen.curves.series for k in expected), timeout=5,
                              what="the group's series")
             seen |= set(expected)
-        assert seen == set(screen.keys)
+        assert seen == set(screen.curves.keys)
         await pilot.press("g")
         assert plot_keys(screen)[0] == "loss"
 
@@ -62,7 +62,7 @@ async def test_latest_and_best_beside_each_plot(frozen):
     app = SageApp(frozen, open_run=2, clock=FrozenClock())
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_run(app, pilot)
-        loss = screen.series[(2, "loss")]
+        loss = screen.curves.series[(2, "loss")]
         # Downsampled to two points per column, first and last kept, each bucket's
         # extremes kept: the best value survives.
         assert len(loss.steps) <= 2 * 80 + 2
@@ -79,33 +79,33 @@ async def test_smoothing_x_axis_and_window_controls(frozen):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_run(app, pilot)
         plot = screen.query_one("#plot-loss", CurvePlot)
-        assert screen.settings.smoothing == 0.6
+        assert screen.curves.settings.smoothing == 0.6
         await pilot.press("plus", "plus", "plus", "plus")
-        assert screen.settings.smoothing == 0.99
+        assert screen.curves.settings.smoothing == 0.99
         await pilot.press("minus")
-        assert screen.settings.smoothing == pytest.approx(0.89)
+        assert screen.curves.settings.smoothing == pytest.approx(0.89)
         await pilot.press("m")
-        assert screen.settings.smoothing == 0
+        assert screen.curves.settings.smoothing == 0
         await pilot.press("m")
-        assert screen.settings.smoothing == pytest.approx(0.89)
+        assert screen.curves.settings.smoothing == pytest.approx(0.89)
         controls = str(screen.query_one("#curve-controls").render())
         assert "smooth 0.9" in controls
 
         await pilot.press("x")   # epoch: needs the epoch series
-        await wait_until(pilot, lambda: (2, "epoch") in screen.series, timeout=5, what="the epoch series")
+        await wait_until(pilot, lambda: (2, "epoch") in screen.curves.series, timeout=5, what="the epoch series")
         x, label = plot.x_values(plot.lines[0])
         assert label == "epoch" and x[-1] == pytest.approx(6.0)
         await pilot.press("x")
         x, label = plot.x_values(plot.lines[0])
         assert label == "minutes" and x[-1] == pytest.approx(299 * 2 / 60)
         await pilot.press("x")
-        assert screen.settings.x_axis == "step"
+        assert screen.curves.settings.x_axis == "step"
 
         await pilot.press("w")   # last 100 steps: read afresh from step 200
-        assert screen.settings.window == 100
-        await wait_until(pilot, lambda: screen.series.get((2, "loss")) is not None, timeout=5,
+        assert screen.curves.settings.window == 100
+        await wait_until(pilot, lambda: screen.curves.series.get((2, "loss")) is not None, timeout=5,
                          what="the windowed series")
-        assert screen.series[(2, "loss")].steps[0] == 200
+        assert screen.curves.series[(2, "loss")].steps[0] == 200
         xs, _, _ = plot.points(plot.lines[0], plot.lines[0].series.values, 300 - 100)
         assert min(xs) >= 200
 
@@ -123,8 +123,8 @@ async def test_overlay_another_run(frozen):
         await pilot.press("space")     # and back off
         app.screen.query_one(SelectionList).select(1)
         await pilot.press("enter")
-        assert screen.overlay_ids == [1]
-        await wait_until(pilot, lambda: (1, "loss") in screen.series, timeout=5, what="run 1's loss")
+        assert screen.curves.overlay_ids == [1]
+        await wait_until(pilot, lambda: (1, "loss") in screen.curves.series, timeout=5, what="run 1's loss")
         plot = screen.query_one("#plot-loss", CurvePlot)
         await wait_until(pilot, lambda: len(plot.lines) == 2, timeout=5, what="two lines")
         assert [line.label for line in plot.lines] == ["run 2", "run 1"]
@@ -235,7 +235,7 @@ async def show_group(pilot, screen, key: str) -> CurvePlot:
             break
         await pilot.press("g")
         await pilot.pause(0.2)
-    await wait_until(pilot, lambda: (screen.run_id, key) in screen.series, timeout=5, what=key)
+    await wait_until(pilot, lambda: (screen.run_id, key) in screen.curves.series, timeout=5, what=key)
     await pilot.pause(0.2)
     return screen.query_one(f"#plot-{key}", CurvePlot)
 
@@ -251,7 +251,7 @@ async def test_a_baseline_key_is_a_labelled_line_on_its_figures_plot_not_a_plot(
         screen = await open_run(app, pilot, run_id=run_id)
         plot = await show_group(pilot, screen, "val_cell_acc")
         assert "val_baseline_cell_acc" not in plot_keys(screen)      # never a plot of its own
-        assert "val_baseline_cell_acc" in screen.keys
+        assert "val_baseline_cell_acc" in screen.curves.keys
         await wait_until(pilot, lambda: plot.lines and plot.lines[0].baseline is not None, timeout=5,
                          what="the baseline on the plot")
         assert "baseline 0.42" in plot.title_text()
@@ -286,13 +286,13 @@ async def test_curve_cursor_reads_each_runs_value_at_a_step_and_log_scale(frozen
             await pilot.press("left_square_bracket")
         step = plot.cursor_step()
         assert step < 300
-        series = screen.series[(2, "loss")]
+        series = screen.curves.series[(2, "loss")]
         value = series.values[series.steps.index(step)]
         assert f"run 2 {value:.4g}" in plot.title_text()
         await pilot.press("escape")                 # hides the cursor, stays on the run
-        assert isinstance(app.screen, RunScreen) and screen.settings.cursor is None
+        assert isinstance(app.screen, RunScreen) and screen.curves.settings.cursor is None
         await pilot.press("L")
-        assert screen.settings.log_scale and "log y" in str(screen.query_one("#curve-controls").render())
+        assert screen.curves.settings.log_scale and "log y" in str(screen.query_one("#curve-controls").render())
 
 
 async def test_curves_scroll_at_once_and_plots_fill_the_terminal(frozen):

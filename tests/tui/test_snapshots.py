@@ -53,8 +53,8 @@ def test_run_screen_curves(snap_compare, frozen_app, size):
     app = frozen_app(open_run=2)
 
     async def loaded(pilot):
-        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.plotted_keys
-                         and all((2, k) in app.screen.series for k in app.screen.plotted_keys),
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.curves.plotted_keys
+                         and all((2, k) in app.screen.curves.series for k in app.screen.curves.plotted_keys),
                          timeout=10, what="the curves")
         await pilot.pause(0.3)
 
@@ -90,7 +90,7 @@ def test_run_screen_help(snap_compare, frozen_app):
     app = frozen_app(open_run=2)
 
     async def opened(pilot):
-        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.plotted_keys,
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.curves.plotted_keys,
                          timeout=10, what="the run")
         await pilot.press("question_mark")
         await pilot.pause(0.2)
