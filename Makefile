@@ -1,6 +1,7 @@
 # Two commands, each doing all of its own set-up in a project-local virtual environment:
 #   make demo   install, then open the dashboard on ./demo-workspace with a live CPU run
-#   make test   install, then run the whole test suite
+#   make test   install, then run the whole test suite (what CI runs)
+#   make test-fast  the same without the tests that launch real processes (marked slow)
 #   make test-gr00t   the GR00T teacher against Isaac-GR00T's real source (a tiny random
 #                     N1.5 on CPU) in its own environment, .venv-gr00t (see README)
 #
@@ -15,7 +16,7 @@ TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 WORKSPACE ?= demo-workspace
 
-.PHONY: demo test test-gr00t install clean
+.PHONY: demo test test-fast test-gr00t install clean
 
 install: $(STAMP)
 
@@ -62,6 +63,9 @@ test-gr00t:
 	@test -d "$(GR00T_SRC)/gr00t" || { echo "no Isaac-GR00T N1.5 source at $(GR00T_SRC): pass GR00T_SRC=<folder holding gr00t/>"; exit 2; }
 	@$(MAKE) --no-print-directory $(GR00T_STAMP)
 	GR00T_SRC="$(abspath $(GR00T_SRC))" $(GR00T_VENV)/bin/python -m pytest -q tests/gr00t
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) $(WORKSPACE)

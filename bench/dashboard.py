@@ -222,19 +222,19 @@ async def measure_in_process(workspace: Path, big_run: int, writer: LiveWriter) 
         screen = None
         while True:
             screen = app.screen
-            if (isinstance(screen, RunScreen) and screen.plotted_keys
-                    and all((big_run, k) in screen.series for k in screen.plotted_keys)):
+            if (isinstance(screen, RunScreen) and screen.curves.plotted_keys
+                    and all((big_run, k) in screen.curves.series for k in screen.curves.plotted_keys)):
                 break
             await asyncio.sleep(0.005)
         await pilot.pause(0)   # the plots paint
         results["open_big"] = time.perf_counter() - started
-        results["open_big_keys"] = list(screen.plotted_keys)
+        results["open_big_keys"] = list(screen.curves.plotted_keys)
         app.pop_screen()
 
         # Live refreshes of the live run's curves, while the writer appends.
         app.open_run(writer.run_id)
-        while not (isinstance(app.screen, RunScreen) and app.screen.plotted_keys
-                   and all((writer.run_id, k) in app.screen.series for k in app.screen.plotted_keys)):
+        while not (isinstance(app.screen, RunScreen) and app.screen.curves.plotted_keys
+                   and all((writer.run_id, k) in app.screen.curves.series for k in app.screen.curves.plotted_keys)):
             await asyncio.sleep(0.01)
         screen = app.screen
         while screen.poll_timer is None:   # wait for the poll in flight to finish
@@ -245,8 +245,8 @@ async def measure_in_process(workspace: Path, big_run: int, writer: LiveWriter) 
             await asyncio.sleep(0.5)
             began = time.perf_counter()
             snapshot = await asyncio.to_thread(
-                load_run, workspace, writer.run_id, screen.series_requests(), screen.plot_points,
-                screen.last_event_id)
+                load_run, workspace, writer.run_id, screen.curves.series_requests(screen.snapshot),
+                screen.curves.plot_points, screen.last_event_id)
             screen.show_snapshot(RunScreen.Loaded(snapshot))
             screen.poll_timer.stop()   # show_snapshot re-armed it
             for plot in screen.query(CurvePlot):

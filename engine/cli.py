@@ -231,10 +231,12 @@ def cmd_runs(args: argparse.Namespace, store: Store) -> int:
     if not runs:
         print(f"no runs in {store.workspace}")
         return 0
-    print(f"{'id':>4}  {'name':<20} {'kind':<8} {'status':<9} {'step':>8}  progress")
+    print(f"{'id':>4}  {'name':<20} {'kind':<8} {'status':<9} {'step':>8}  progress  {'device':<7} reason")
     for run, status in runs:
         progress = f"{run.progress * 100:5.1f}%" if run.progress is not None else "   -"
-        print(f"{run.id:>4}  {run.name[:20]:<20} {run.kind:<8} {status:<9} {run.step:>8}  {progress}")
+        reason = run.message or ("engine process gone" if status == "crashed" else "")
+        print(f"{run.id:>4}  {run.name[:20]:<20} {run.kind:<8} {status:<9} {run.step:>8}  {progress:<8}  "
+              f"{run.device or '-':<7} {reason}".rstrip())
     return 0
 
 

@@ -41,6 +41,7 @@ def eval_job(ctx: RunContext) -> str:
     state = load_state(ctx.absolute(checkpoint.path))
     train_cfg = TrainConfig.from_dict(state["config"])
     device = pick_device(settings.get("device") or "auto")
+    ctx.store.update_run(ctx.run_id, device=str(device))   # what is used, not "auto"
     model = load_student(state, device)
     dataset = load_dataset(settings.get("dataset") or "arc1/eval")
     for problem in dataset.problems:

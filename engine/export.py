@@ -18,8 +18,9 @@ def export_evaluation(store: Store, evaluation_id: int, fmt: str) -> str:
         # a missing second attempt repeats the first, as the submission format needs both.
         submission: dict[str, list[dict]] = {}
         for p in predictions:
-            submission.setdefault(p.task_id, []).append(
-                {"attempt_1": p.attempt_1, "attempt_2": p.attempt_2 if p.attempt_2 is not None else p.attempt_1})
+            first = submission_grid(p.attempt_1)
+            second = submission_grid(p.attempt_2) if p.attempt_2 is not None else first
+            submission.setdefault(p.task_id, []).append({"attempt_1": first, "attempt_2": second})
         return json.dumps(submission) + "\n"
     if fmt == "csv":
         out = io.StringIO()
@@ -49,6 +50,15 @@ def evaluation_note(store: Store, evaluation_id: int) -> str | None:
         return None
     return (f"pass@1 only for {single} test input(s): one distinct attempt each, so their "
             f"attempt_2 repeats attempt_1 and pass@2 cannot exceed pass@1 there")
+PLACEHOLDER_GRID = [[0]]
+
+
+def submission_grid(grid: list | None) -> list:
+    """The ARC Prize format needs a non-empty grid for every attempt: an empty or missing
+    prediction is written as a 1×1 black grid (scored wrong, as it was)."""
+    if not grid or not grid[0]:
+        return PLACEHOLDER_GRID
+    return grid
 
 
 def export_metrics(store: Store, run_id: int, fmt: str) -> str:

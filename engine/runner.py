@@ -162,6 +162,16 @@ def ranks_from_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def resolved_device(spec: str | None) -> str:
+    """The device this engine will use, for readers of the runs table: "auto" is a
+    request, resolved here (a training job later records its exact choice)."""
+    if spec and spec != "auto":
+        return spec
+    from engine.predict import pick_device   # imports torch: only engines get here
+
+    return str(pick_device("auto", int(os.environ.get("LOCAL_RANK", "0"))))
+
+
 def run_job(workspace: Path, run_id: int, job: Callable[[RunContext], str],
             resumed: bool = False) -> int:
     """Run ``job`` as run ``run_id``; returns the process exit code.
@@ -179,7 +189,7 @@ def run_job(workspace: Path, run_id: int, job: Callable[[RunContext], str],
             me = psutil.Process()
             ctx.store.mark_running(run_id, pid=me.pid, host=socket.gethostname(),
                                    proc_start_time=me.create_time(),
-                                   device=ctx.config.get("device"))
+                                   device=resolved_device(ctx.config.get("device")))
             # The job itself records what it resumed from (a "resumed" event).
             ctx.event("started", f"{ctx.run.kind} run {run_id} engine started (pid {os.getpid()})"
                                  + (", resuming" if resumed else ""))

@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sage-tui: {exc}", file=sys.stderr)
         return 2
     open_run = args.run
+    if open_run is not None:
+        with Store.open_readonly(workspace) as store:
+            if open_run not in {run.id for run in store.list_runs()}:
+                print(f"sage-tui: there is no run {open_run} in {workspace}: `sage-engine runs` "
+                      f"lists them (or leave out --run)", file=sys.stderr)
+                return 2
     if args.demo:
         open_run = start_demo(workspace)
     from sage_tui.app import SageApp
@@ -47,16 +53,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start_demo(workspace) -> int:
-    """Reuse a demo run that is still running, or start one."""
+    """Reuse the demo run: watch it while it runs, resume it when it was stopped or
+    crashed, evaluate it when it finished unevaluated; start one when there is none (or
+    the last one was evaluated or failed)."""
     from db.processes import effective_status
     from db.store import Store
     from sage_tui import control
 
     with Store.open(workspace) as store:
-        for run in store.list_runs():
-            if run.name == "demo" and effective_status(run) in ("running", "queued"):
-                return run.id
-    return control.start_run(workspace, "train", "demo", control.DEMO_CONFIG).id
+        demos = [run for run in store.list_runs() if run.name == "demo" and run.kind == "train"]
+    if demos:   # newest first
+        run, status = demos[0], effective_status(demos[0])
+        if status in ("running", "queued"):
+            return run.id
+        if status in ("stopped", "crashed"):
+            print(f"sage-tui: demo run {run.id} was {status}: "
+                  f"{control.resume_run(workspace, run.id)}", file=sys.stderr)
+            return run.id
+        evaluating = control.evaluate_demo(workspace, run.id)   # ended while no dashboard watched
+        if evaluating:
+            print(f"sage-tui: demo run {run.id} finished: {evaluating}", file=sys.stderr)
+            return run.id
+    return control.start_run(workspace, "train", control.DEMO_NAME, control.DEMO_CONFIG).id
 
 
 if __name__ == "__main__":

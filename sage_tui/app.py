@@ -4,6 +4,7 @@ one place where worker errors become messages."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -13,13 +14,15 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
+from sage_tui import control
 from sage_tui.data import RunRow, load_runs
 from sage_tui.screens.checkpoints import CheckpointsScreen
 from sage_tui.screens.compare import CompareScreen
 from sage_tui.screens.help import HelpScreen
 from sage_tui.screens.new_run import NewRunScreen
+from sage_tui.screens.notifications import Notice, NotificationsScreen
 from sage_tui.screens.run import RunScreen
 from sage_tui.screens.runs import RunsScreen
 from sage_tui.screens.system import SystemScreen
@@ -41,6 +44,7 @@ class SageCommands(Provider):
             ("Runs", app.action_show_runs, "back to the list of runs"),
             ("System", app.action_system, "GPUs, CPU, RAM and disk of this machine"),
             ("Keys", app.action_help, "the keys of this screen"),
+            ("Notifications", app.action_notifications, "every notification of this session"),
         ]
         for row in app.run_rows:
             entries.append((f"Open run {row.run.id} {row.run.name}", partial(app.open_run, row.run.id),
@@ -64,15 +68,14 @@ class SageApp(App):
     CSS_PATH = "app.tcss"
     COMMANDS = App.COMMANDS | {SageCommands}
     BINDINGS = [
-        Binding("question_mark", "help", "Help", id="app.help"),
-        Binding("f1", "help", "Help", show=False, id="app.help_f1"),
+        Binding("question_mark,f1", "help", "Keys", id="app.help"),
+        Binding("N", "notifications", "Notification history", show=False, id="app.notifications"),
         Binding("ctrl+q", "quit", "Quit", show=False, id="app.ctrl_quit"),
     ]
 
+    @dataclass
     class RunsLoaded(Message):
-        def __init__(self, rows: list[RunRow]) -> None:
-            super().__init__()
-            self.rows = rows
+        rows: list[RunRow]
 
     def __init__(self, workspace: Path, open_run: int | None = None,
                  clock: Callable[[], float] = time.time, watch_runs: bool = True) -> None:
@@ -85,6 +88,8 @@ class SageApp(App):
         self.run_rows: list[RunRow] = []
         self.last_statuses: dict[int, str] = {}
         self.poll_timer = None
+        self.notices: list[Notice] = []   # every notification of the session
+        self.demo_evaluated: set[int] = set()
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
@@ -96,10 +101,14 @@ class SageApp(App):
     @work(thread=True, exclusive=True, group="runs-poll", exit_on_error=False,
           description="read the runs table")
     def poll(self) -> None:
-        self.post_message(self.RunsLoaded(load_runs(self.workspace, self.clock())))
+        rows = load_runs(self.workspace, self.clock())
+        if not get_current_worker().is_cancelled:   # a newer poll replaced this one
+            self.post_message(self.RunsLoaded(rows))
 
     @on(RunsLoaded)
     def runs_loaded(self, message: RunsLoaded) -> None:
+        if not self.screen_stack:
+            return   # the app is closing
         self.run_rows = message.rows
         self.notify_status_changes(message.rows)
         runs_screen = self.screen if isinstance(self.screen, RunsScreen) else None
@@ -121,10 +130,41 @@ class SageApp(App):
                 hint = " (l on the run shows its log)" if row.status in ("failed", "crashed") else ""
                 self.notify(f"run {row.run.id} {row.run.name} {row.status}{detail}{hint}",
                             title=f"run {row.status}", severity=severity, timeout=10)
+            if row.status == "crashed" and row.run.status == "running":
+                self.record_crash(row.run.id)
+            if (row.status == "finished" and row.run.name == control.DEMO_NAME
+                    and row.run.kind == "train" and row.run.id not in self.demo_evaluated):
+                self.demo_evaluated.add(row.run.id)   # once: a stale poll may repeat the change
+                self.evaluate_demo(row.run.id)
             self.last_statuses[row.run.id] = row.status
+
+    @work(thread=True, group="record-crash", exit_on_error=False, description="record a crash")
+    def record_crash(self, run_id: int) -> None:
+        control.record_crash(self.workspace, run_id)
+
+    @work(thread=True, group="demo-eval", exit_on_error=False, description="evaluate the demo")
+    def evaluate_demo(self, run_id: int) -> None:
+        """The demo ends with an evaluation, so its tasks can be browsed."""
+        message = control.evaluate_demo(self.workspace, run_id)
+        if message:
+            self.call_from_thread(self.notify, f"demo finished: {message}", title="evaluation")
+            self.call_from_thread(self.poll)
+
+    def notify(self, message: str, *, title: str = "", severity: str = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notification is kept for the history screen (N) as well as shown."""
+        self.notices.append(Notice(time.time(), title, str(message), severity))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def action_notifications(self) -> None:
+        if not isinstance(self.screen, NotificationsScreen):
+            self.push_screen(NotificationsScreen(self.notices))
 
     # ------------------------------------------------------------- screens
     def open_run(self, run_id: int, tab: str = "curves") -> None:
+        if self.run_rows and run_id not in {row.run.id for row in self.run_rows}:
+            self.notify(f"there is no run {run_id} in this workspace", severity="error")
+            return
         self.push_screen(RunScreen(run_id, tab=tab))
 
     def open_checkpoints(self, run_id: int) -> None:

@@ -11,14 +11,22 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from db.processes import effective_status, engine_command, launch_engine, signal_engine
-from db.store import Run, Store, WorkspaceError, run_dir_relative
+from db.store import Run, Store, WorkspaceError, best_checkpoint_id, run_dir_relative
 
-DEMO_CONFIG: dict = {}  # the engine's defaults are the CPU demo: 10 small tasks, tiny student
+DEMO_NAME = "demo"
+# The CPU demo, sized to show the whole product within three minutes on 2 cores: the
+# engine's 10 small tasks and tiny student, 2 more tasks held out for validation (val
+# pass@2 and the checkpoint's ★), an early checkpoint, and an evaluation when it ends
+# (evaluate_demo, started by the dashboard or by the next `sage-tui --demo`).
+DEMO_CONFIG: dict = {"val_tasks": 2, "max_steps": 200, "val_every_steps": 50,
+                     "checkpoint_every_steps": 50}
+DEMO_EVAL_TASKS = 12
 CHECK_TIMEOUT_S = 60.0
 
 
@@ -78,6 +86,47 @@ def delete_run(workspace: Path, run_id: int) -> str:
     return f"deleted run {run_id} and its files"
 
 
+def evaluate_checkpoint(workspace: Path, checkpoint_id: int, dataset: str | None = None,
+                        max_tasks: int | None = None) -> str:
+    """Launch `sage-engine eval` detached. It creates its own eval run, which the runs
+    list shows with its progress; its launch output goes to the source run's folder."""
+    with Store.open_readonly(workspace) as store:
+        checkpoint = store.get_checkpoint(checkpoint_id)
+    args = ["eval", "--checkpoint", str(checkpoint_id)]
+    if dataset:
+        args += ["--dataset", dataset]
+    if max_tasks:
+        args += ["--max-tasks", str(max_tasks)]
+    log_path = workspace / run_dir_relative(checkpoint.run_id) / "eval-launch.log"
+    launch_engine(workspace, log_path, *args)
+    return (f"evaluating checkpoint {checkpoint_id} (step {checkpoint.step}) on "
+            f"{dataset or 'arc1/eval'}: it appears in the runs list as an eval run")
+
+
+def delete_checkpoint(workspace: Path, checkpoint_id: int) -> str:
+    """Delete a checkpoint's file and its row (evaluations made from it stay)."""
+    with Store.open(workspace) as store:
+        checkpoint = store.get_checkpoint(checkpoint_id)
+        (workspace / checkpoint.path).unlink(missing_ok=True)
+        store.delete_checkpoint(checkpoint_id)
+    return f"deleted checkpoint {checkpoint_id} (step {checkpoint.step})"
+
+
+def evaluate_demo(workspace: Path, run_id: int) -> str | None:
+    """Evaluate a finished demo run's best checkpoint (its last when none scored yet) on
+    its dataset, once; None when there is nothing to do."""
+    with Store.open_readonly(workspace) as store:
+        run = store.get_run(run_id)
+        checkpoints = store.checkpoints(run_id)
+        evaluated = any(other.kind == "eval" and other.config.get("source_run_id") == run_id
+                        for other in store.list_runs())
+        if run.status != "finished" or not checkpoints or evaluated:
+            return None
+        chosen = best_checkpoint_id(checkpoints) or checkpoints[-1].id
+    return evaluate_checkpoint(workspace, chosen, run.config.get("dataset") or "arc1/train",
+                               DEMO_EVAL_TASKS)
+
+
 @dataclass
 class CheckResult:
     ok: bool
@@ -111,3 +160,28 @@ def check_config(kind: str, config: dict) -> CheckResult:
     if answer["ok"]:
         return CheckResult(True, warnings=list(answer.get("warnings") or []))
     return CheckResult(False, answer.get("field"), answer.get("message", "invalid setting"))
+
+
+CRASH_MESSAGE = "engine process gone: no heartbeat (detected by the dashboard)"
+
+
+def record_crash(workspace: Path, run_id: int) -> bool:
+    """Write a ``crashed`` event and a line at the end of the run's log when the
+    dashboard finds its engine gone, once per start; True when it wrote them."""
+    from db.queries import last_event_time
+
+    with Store.open(workspace) as store:
+        run = store.get_run(run_id)
+        if effective_status(run) != "crashed":
+            return False
+        written = last_event_time(store, run_id, "crashed")
+        if written is not None and written >= (run.started_at or 0):
+            return False
+        store.add_event(run_id, "crashed", CRASH_MESSAGE)
+    if run.log_path:
+        log = workspace / run.log_path
+        if log.parent.is_dir():
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR dashboard: run {run_id} "
+                             f"{CRASH_MESSAGE}\n")
+    return True

@@ -94,6 +94,11 @@ def load_runs(workspace: Path, now: float | None = None) -> list[RunRow]:
                 for run in store.list_runs()]
 
 
+def run_exists(workspace: Path, run_id: int) -> bool:
+    with Store.open_readonly(workspace) as store:
+        return any(run.id == run_id for run in store.list_runs())
+
+
 # ---------------------------------------------------------------------- curves
 @dataclass
 class SeriesRequest:
@@ -201,6 +206,14 @@ TORCH_KEYS = ("torch_allocated_mb", "torch_reserved_mb", "torch_peak_mb")
 
 
 @dataclass
+class EngineUsage:
+    pid: int
+    run_id: int
+    cpu_pct: float | None     # None on the first sample of a process (psutil needs two)
+    rss_mb: float
+
+
+@dataclass
 class SystemSnapshot:
     gpus: list[sysinfo.GpuInfo]
     nvml_reason: str              # why there is no GPU part ("" when NVML works)
@@ -208,7 +221,32 @@ class SystemSnapshot:
     engine: dict[str, float]      # the run's latest torch gauges, from the database
     history: dict[str, list[float]] = field(default_factory=dict)   # key -> recent values
     our_pids: dict[int, int] = field(default_factory=dict)          # pid -> run id
+    engines: list[EngineUsage] = field(default_factory=list)        # CPU and memory per engine
     sampled_at: float = 0.0
+
+
+# psutil measures a process's CPU between two calls: the Process objects are kept from one
+# sample to the next (per pid), so every refresh after the first has a figure.
+_SAMPLED: dict[int, psutil.Process] = {}
+
+
+def engine_usage(pids: dict[int, int]) -> list[EngineUsage]:
+    """CPU % (of one core) and resident memory of each engine process (and its children)."""
+    usage = []
+    for pid, run_id in sorted(pids.items()):
+        process = _SAMPLED.get(pid)
+        try:
+            first = process is None
+            if first:
+                process = _SAMPLED[pid] = psutil.Process(pid)
+            cpu = process.cpu_percent(None)
+            usage.append(EngineUsage(pid, run_id, None if first else cpu,
+                                     process.memory_info().rss / 2**20))
+        except psutil.Error:
+            _SAMPLED.pop(pid, None)   # ended between the two calls
+    for gone in set(_SAMPLED) - set(pids):
+        _SAMPLED.pop(gone, None)
+    return usage
 
 
 def engine_pids(runs: list[Run]) -> dict[int, int]:
@@ -241,6 +279,7 @@ def load_system(workspace: Path, run_id: int | None, history_s: float = 600.0,
                               live, {}, sampled_at=now)
     with Store.open_readonly(workspace) as store:
         snapshot.our_pids = engine_pids(store.list_runs())
+        snapshot.engines = engine_usage(snapshot.our_pids)
         if run_id is not None:
             latest = store.latest_system_samples(run_id)
             snapshot.engine = {k: v for k, v in latest.items() if k.startswith("torch_")}

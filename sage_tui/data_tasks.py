@@ -1,8 +1,9 @@
-"""Reads and actions behind the checkpoints, tasks, task-view and compare screens.
+"""Reads behind the checkpoints, tasks, task-view and compare screens (their actions
+are in ``control``; their SQL in ``db``).
 
-Everything here runs in thread workers: each call opens its own connection (read-only
-for reads) and returns plain objects that travel to the event loop in messages. No
-Textual, no torch, no engine modules.
+Everything here runs in thread workers: each call opens its own read-only connection and
+returns plain objects that travel to the event loop in messages. No Textual, no torch,
+no engine modules.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db.processes import launch_engine
+from db.queries import checkpoint_steps, has_table, task_cell_accuracy
 from db.store import (Checkpoint, Evaluation, Prediction, Run, Store, WorkspaceError, best_checkpoint_id,
-                      nothing_solved, run_dir_relative)
-from sage_tui import control
+                      nothing_solved)
 
 Grid = list[list[int]]
 
@@ -48,7 +48,7 @@ class CheckpointsView:
 
 def _evaluation_rows(store: Store, evaluations: list[Evaluation]) -> list[EvaluationRow]:
     names = {run.id: run.name for run in store.list_runs()}
-    steps = {row[0]: row[1] for row in store.conn.execute("SELECT id, step FROM checkpoints")}
+    steps = checkpoint_steps(store)
     rows = []
     for e in evaluations:
         rows.append(EvaluationRow(e, names.get(e.run_id, f"run {e.run_id}"),
@@ -70,36 +70,6 @@ def load_checkpoints(workspace: Path, run_id: int, all_runs: bool = False) -> Ch
             evaluations = [by_id[k] for k in sorted(by_id)]
         return CheckpointsView(run, checkpoints, best_checkpoint_id(checkpoints),
                                _evaluation_rows(store, evaluations), nothing_solved(checkpoints))
-
-
-def evaluate_checkpoint(workspace: Path, checkpoint_id: int, dataset: str | None = None,
-                        max_tasks: int | None = None) -> str:
-    """Launch `sage-engine eval` detached. It creates its own eval run, which the runs
-    list shows with its progress; its launch output goes to the source run's folder."""
-    with Store.open_readonly(workspace) as store:
-        checkpoint = store.get_checkpoint(checkpoint_id)
-    args = ["eval", "--checkpoint", str(checkpoint_id)]
-    if dataset:
-        args += ["--dataset", dataset]
-    if max_tasks:
-        args += ["--max-tasks", str(max_tasks)]
-    log_path = workspace / run_dir_relative(checkpoint.run_id) / "eval-launch.log"
-    launch_engine(workspace, log_path, *args)
-    return (f"evaluating checkpoint {checkpoint_id} (step {checkpoint.step}) on "
-            f"{dataset or 'arc1/eval'}: it appears in the runs list as an eval run")
-
-
-def resume_from_checkpoint(workspace: Path, run_id: int, checkpoint_id: int) -> str:
-    return control.resume_run(workspace, run_id, checkpoint_id)
-
-
-def delete_checkpoint(workspace: Path, checkpoint_id: int) -> str:
-    """Delete a checkpoint's file and its row (evaluations made from it stay)."""
-    with Store.open(workspace) as store:
-        checkpoint = store.get_checkpoint(checkpoint_id)
-        (workspace / checkpoint.path).unlink(missing_ok=True)
-        store.delete_checkpoint(checkpoint_id)
-    return f"deleted checkpoint {checkpoint_id} (step {checkpoint.step})"
 
 
 # ---------------------------------------------------------------------- tasks
@@ -130,9 +100,7 @@ class TasksView:
 
 
 def _task_rows(store: Store, evaluation_id: int) -> list[TaskRow]:
-    cell_acc = {row[0]: row[1] for row in store.conn.execute(
-        "SELECT task_id, AVG(cell_acc_1) FROM predictions WHERE evaluation_id = ? GROUP BY task_id",
-        (evaluation_id,))}
+    cell_acc = task_cell_accuracy(store, evaluation_id)
     return [TaskRow(t.task_id, t.n_test_inputs, t.solved_pass1, t.solved_pass2, t.score,
                     cell_acc.get(t.task_id)) for t in store.task_scores(evaluation_id)]
 
@@ -165,9 +133,7 @@ class TaskDetail:
 def load_demonstrations(store: Store, evaluation_id: int, task_id: str) -> list[tuple[Grid, Grid]]:
     """The task's demonstration pairs as (input, output), from the ``task_demos`` table the
     eval job fills; [] when the table or the row is missing (an older workspace)."""
-    exists = store.conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'task_demos'").fetchone()
-    if not exists:
+    if not has_table(store, "task_demos"):
         return []
     try:
         pairs = store.task_demonstrations(evaluation_id, task_id)

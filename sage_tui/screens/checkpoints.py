@@ -4,22 +4,23 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from db.store import Checkpoint, is_validated
-from sage_tui import data_tasks
+from sage_tui import control, data_tasks
 from sage_tui.data_tasks import CheckpointsView, EvaluationRow
 from sage_tui.screens.compare import CompareScreen
 from sage_tui.screens.confirm import ConfirmScreen
 from sage_tui.screens.tasks import TasksScreen
-from sage_tui.workers import ReportsWorkerErrors
+from sage_tui.screens.base import COMMON_KEYS, SageScreen, SageTable, selected_row_key
 
 POLL_S = 2.0
 DEFAULT_DATASET = "arc1/eval"
@@ -106,16 +107,18 @@ class EvaluateScreen(ModalScreen[tuple[str, int | None] | None]):
         self.dismiss(None)
 
 
-class CheckpointsScreen(ReportsWorkerErrors, Screen):
+class CheckpointsScreen(SageScreen):
+    POLL_S = POLL_S
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="checkpoints.back"),
         Binding("e", "evaluate", "Evaluate", id="checkpoints.evaluate"),
-        Binding("r", "resume", "Resume", id="checkpoints.resume"),
-        Binding("d", "delete", "Delete", id="checkpoints.delete"),
         Binding("t", "tasks", "Tasks", id="checkpoints.tasks"),
-        Binding("space", "mark", "Mark", id="checkpoints.mark"),
+        Binding("r", "resume", "Resume", id="checkpoints.resume"),
         Binding("c", "compare", "Compare", id="checkpoints.compare"),
-        Binding("w", "toggle_all_runs", "All runs", show=False, id="checkpoints.all_runs"),
+        Binding("d", "delete", "Delete", show=False, id="checkpoints.delete"),
+        Binding("space", "mark", "Mark an evaluation to compare", show=False, id="checkpoints.mark"),
+        Binding("w", "toggle_all_runs", "Evaluations of all runs / this run", show=False,
+                id="checkpoints.all_runs"),
+        *COMMON_KEYS,
     ]
 
     DEFAULT_CSS = """
@@ -126,10 +129,9 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
     CheckpointsScreen #evaluations-table { height: 1fr; }
     """
 
+    @dataclass
     class Loaded(Message):
-        def __init__(self, view: CheckpointsView) -> None:
-            super().__init__()
-            self.view = view
+        view: CheckpointsView
 
     def __init__(self, run_id: int) -> None:
         super().__init__()
@@ -138,15 +140,14 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
         self.all_runs = False
         self.marked: list[int] = []       # evaluation ids marked for comparison, oldest first
         self.shown: tuple | None = None   # what the tables hold, to redraw only on change
-        self.poll_timer = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("loading…", id="checkpoints-summary")
-        yield DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+        yield SageTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="evaluations-heading")
-        yield DataTable(id="evaluations-table", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True)
+        yield SageTable(id="evaluations-table", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         checkpoints = self.query_one("#checkpoints-table", DataTable)
@@ -167,7 +168,7 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
 
     # ---------------------------------------------------------------- polling
     @work(thread=True, exclusive=True, group="checkpoints-poll", exit_on_error=False)
-    def poll(self) -> None:
+    def load(self) -> None:
         self.post_message(self.Loaded(data_tasks.load_checkpoints(self.app.workspace, self.run_id,
                                                                   self.all_runs)))
 
@@ -175,11 +176,7 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
     def show_view(self, message: Loaded) -> None:
         self.view = message.view
         self.redraw()
-        # One timer, re-armed after each poll (an action's extra poll replaces it).
-        if self.poll_timer is not None:
-            self.poll_timer.stop()
-        self.poll_timer = self.set_timer(POLL_S, self.poll)
-
+        self.rearm_poll()
 
     def redraw(self) -> None:
         view = self.view
@@ -214,7 +211,7 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
                           c.reason or "-", key=str(c.id))
         self.restore_cursor(table, keep)
         if not view.checkpoints:
-            table.add_row("", "", "", "", "no checkpoints yet", key="none")
+            table.add_row("", "", "", "", "none yet", key="none")
 
     def fill_evaluations(self, view: CheckpointsView) -> None:
         table = self.query_one("#evaluations-table", DataTable)
@@ -233,11 +230,7 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
                           key=str(e.id))
         self.restore_cursor(table, keep)
 
-    @staticmethod
-    def selected_key(table: DataTable) -> str | None:
-        if table.row_count == 0:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    selected_key = staticmethod(selected_row_key)
 
     @staticmethod
     def restore_cursor(table: DataTable, key: str | None) -> None:
@@ -270,7 +263,7 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
 
         def start(choice: tuple[str, int | None] | None) -> None:
             if choice is not None:
-                self.act(lambda: data_tasks.evaluate_checkpoint(self.app.workspace, checkpoint.id,
+                self.act(lambda: control.evaluate_checkpoint(self.app.workspace, checkpoint.id,
                                                                 choice[0], choice[1]))
 
         self.app.push_screen(EvaluateScreen(checkpoint, dataset, max_tasks), start)
@@ -278,7 +271,7 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
     def action_resume(self) -> None:
         checkpoint = self.selected_checkpoint()
         if checkpoint is not None:
-            self.act(lambda: data_tasks.resume_from_checkpoint(self.app.workspace, self.run_id,
+            self.act(lambda: control.resume_run(self.app.workspace, self.run_id,
                                                                checkpoint.id))
 
     def action_delete(self) -> None:
@@ -289,7 +282,7 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.act(lambda: data_tasks.delete_checkpoint(self.app.workspace, checkpoint.id))
+                self.act(lambda: control.delete_checkpoint(self.app.workspace, checkpoint.id))
 
         self.app.push_screen(ConfirmScreen(
             f"Delete checkpoint {checkpoint.id} (step {checkpoint.step}, "
@@ -338,8 +331,3 @@ class CheckpointsScreen(ReportsWorkerErrors, Screen):
     def checkpoint_chosen(self) -> None:
         self.notify("e: evaluate   r: resume from here   d: delete   tab: evaluations")
 
-    @work(thread=True, group="checkpoint-action", exit_on_error=False)
-    def act(self, action) -> None:
-        """Launches and deletes run off the event loop; the answer becomes a notification."""
-        self.app.call_from_thread(self.notify, action())
-        self.app.call_from_thread(self.poll)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from sage_tui.data_tasks import GAINED, LOST, UNCHANGED, Comparison, CompareRow, compare_evaluations
 from sage_tui.screens.task_view import TaskViewScreen
-from sage_tui.workers import ReportsWorkerErrors
+from sage_tui.screens.base import COMMON_KEYS, SageScreen, SageTable, selected_row_key
 
 CHANGE_CELL = {GAINED: "[green]+ gained[/]", LOST: "[red]- lost[/]", UNCHANGED: "[dim]= same[/]"}
 ORDER = {GAINED: 0, LOST: 1, UNCHANGED: 2}
@@ -21,15 +22,15 @@ def score_cell(row) -> str:
     return f"{row.score:.2f} ({row.solved_pass2}/{row.n_test_inputs})" if row is not None else "absent"
 
 
-class CompareScreen(ReportsWorkerErrors, Screen):
+class CompareScreen(SageScreen):
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="compare.back"),
         Binding("enter", "open('b')", "Open in B", id="compare.open_b"),
         Binding("o", "open('a')", "Open in A", id="compare.open_a"),
-        Binding("a", "filter('all')", "All", id="compare.all"),
         Binding("g", "filter('gained')", "Gained", id="compare.gained"),
         Binding("l", "filter('lost')", "Lost", id="compare.lost"),
-        Binding("u", "filter('unchanged')", "Unchanged", id="compare.unchanged"),
+        Binding("a", "filter('all')", "All", id="compare.all"),
+        Binding("u", "filter('unchanged')", "Unchanged", show=False, id="compare.unchanged"),
+        *COMMON_KEYS,
     ]
 
     DEFAULT_CSS = """
@@ -37,10 +38,9 @@ class CompareScreen(ReportsWorkerErrors, Screen):
     CompareScreen #compare-table { height: 1fr; }
     """
 
+    @dataclass
     class Loaded(Message):
-        def __init__(self, comparison: Comparison) -> None:
-            super().__init__()
-            self.comparison = comparison
+        comparison: Comparison
 
     def __init__(self, evaluation_a: int, evaluation_b: int) -> None:
         super().__init__()
@@ -52,8 +52,8 @@ class CompareScreen(ReportsWorkerErrors, Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("loading…", id="compare-summary")
-        yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True)
+        yield SageTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -104,7 +104,7 @@ class CompareScreen(ReportsWorkerErrors, Screen):
         table = self.query_one(DataTable)
         if self.comparison is None or table.row_count == 0:
             return
-        task_id = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        task_id = selected_row_key(table)
         row = next(r for r in self.comparison.rows if r.task_id == task_id)
         if (row.a if which == "a" else row.b) is None:
             self.notify(f"task {task_id} is not in evaluation {which.upper()}", severity="warning")

@@ -301,12 +301,22 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
         result = self.show_errors()
         visible_errors = {k: v for k, v in result.errors.items() if self.query_one(f"#row-{k}").display}
         if visible_errors:
-            self.set_message(f"[red]fix the {len(visible_errors)} marked field(s)[/red]")
-            self.query_one(f"#{next(iter(visible_errors))}").focus()
+            self.show_first_error(visible_errors)
             return
         self.busy = True
         self.set_message("checking the settings with the engine…")
         self.check_and_start(result)
+
+    def show_first_error(self, errors: dict[str, str]) -> None:
+        """At 80x24 the summary under the form is out of sight: focus the first bad field,
+        scroll it and its message into view, and say how many there are in a toast."""
+        first = next(key for key in DEFAULTS if key in errors)
+        count = f"{len(errors)} marked field{'s' if len(errors) != 1 else ''}"
+        self.set_message(f"[red]fix the {count}[/red]")
+        self.notify(f"fix the {count}: {first} first ({errors[first]})", severity="error")
+        self.query_one(f"#{first}").focus(scroll_visible=False)
+        self.query_one("#form", VerticalScroll).scroll_to_center(self.query_one(f"#row-{first}"),
+                                                                 animate=False)
 
     def action_cancel(self) -> None:
         self.app.pop_screen()

@@ -2,56 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from sage_tui.workers import ReportsWorkerErrors
+from sage_tui.screens.base import COMMON_KEYS, SageScreen
 from sage_tui.data import SystemSnapshot, load_system
 from sage_tui.widgets.system import SystemPanel
 
 POLL_S = 2.0
 
 
-class SystemScreen(ReportsWorkerErrors, Screen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="system.back"),
-        Binding("q", "app.quit", "Quit", id="system.quit"),
-    ]
+class SystemScreen(SageScreen):
+    POLL_S = POLL_S
+    BINDINGS = [*COMMON_KEYS]
 
+    @dataclass
     class Loaded(Message):
-        def __init__(self, snapshot: SystemSnapshot) -> None:
-            super().__init__()
-            self.snapshot = snapshot
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.timer = None
-        self.paused = False
+        snapshot: SystemSnapshot
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll():
             yield SystemPanel(id="system")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.poll()
-
-    def on_screen_resume(self) -> None:
-        if self.paused:
-            self.paused = False
-            self.poll()
-
-    def poll(self) -> None:
-        if not self.is_current:
-            self.paused = True
-            return
-        self.load()
 
     @work(thread=True, exclusive=True, group="system-poll", exit_on_error=False,
           description="read GPUs and system figures")
@@ -61,6 +42,4 @@ class SystemScreen(ReportsWorkerErrors, Screen):
     @on(Loaded)
     def show(self, message: Loaded) -> None:
         self.query_one(SystemPanel).show(message.snapshot)
-        if self.timer is not None:
-            self.timer.stop()
-        self.timer = self.set_timer(POLL_S, self.poll)
+        self.rearm_poll()

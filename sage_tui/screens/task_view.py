@@ -3,18 +3,19 @@ side by side, where each attempt differs, and the task's demonstration pairs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from db.store import Prediction
 from sage_tui.data_tasks import SOLVED, TaskDetail, load_task, shape
-from sage_tui.widgets.grid import GridPanel, count_wrong, diff_grid
-from sage_tui.workers import ReportsWorkerErrors
+from sage_tui.screens.base import COMMON_KEYS, SageScreen
+from sage_tui.widgets.grid import GridPanel, colour_mode, count_wrong, diff_grid, grid_size
 
 STATE_MARKUP = {"solved": "[green]✓ solved[/]", "partly": "[yellow]◐ partly solved[/]",
                 "failed": "[red]✗ failed[/]"}
@@ -43,27 +44,55 @@ def attempt_verdict(number: int, attempt, expected, stored_acc: float | None) ->
             f"attempt {number}: [red]{wrong} cell{'s' if wrong != 1 else ''} wrong[/], cells {acc_text}")
 
 
-class TaskViewScreen(ReportsWorkerErrors, Screen):
+def pack_rows(units: list[list[GridPanel]], mode: str, width: int) -> list[list[list[GridPanel]]]:
+    """Units (panels stacked in one column) laid left to right, starting a new row when the
+    next one would not fit the width: side by side when wide, stacked when narrow."""
+    rows: list[list[list[GridPanel]]] = [[]]
+    used = 0
+    for unit in units:
+        needed = unit_width(unit, mode)
+        if rows[-1] and used + needed > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(unit)
+        used += needed
+    return rows
+
+
+def unit_width(unit: list[GridPanel], mode: str) -> int:
+    return max(panel.columns_needed(mode) for panel in unit)
+
+
+def pick_scale(grids: list, mode: str, width: int, height: int) -> int:
+    """2 (a cell two columns wide, one row high) when every grid of a row fits side by
+    side and the tallest fits the height; else 1 (half blocks)."""
+    sizes = [grid_size(g or [], mode, 2) for g in grids]
+    fits_across = sum(w + 3 for w, _ in sizes) <= width
+    fits_down = max((h for _, h in sizes), default=0) + 4 <= height
+    return 2 if fits_across and fits_down else 1
+
+
+class TaskViewScreen(SageScreen):
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="task.back"),
         Binding("n", "next_failed", "Next failed", id="task.next_failed"),
         Binding("p", "previous_failed", "Prev failed", id="task.prev_failed"),
         Binding("t", "next_test", "Next test input", id="task.next_test"),
-        Binding("T", "previous_test", "Prev test input", show=False, id="task.prev_test"),
+        Binding("T", "previous_test", "Previous test input", show=False, id="task.prev_test"),
+        *COMMON_KEYS,
     ]
 
     DEFAULT_CSS = """
     TaskViewScreen #task-status { height: auto; padding: 0 1; background: $boost; }
     TaskViewScreen #task-body { height: 1fr; overflow: auto auto; }
     TaskViewScreen .grid-row { width: auto; height: auto; }
+    TaskViewScreen #test-row { width: auto; height: auto; }
     TaskViewScreen .attempt { width: auto; height: auto; }
     TaskViewScreen .section { width: auto; height: auto; padding: 0 1; text-style: bold; }
     """
 
+    @dataclass
     class Loaded(Message):
-        def __init__(self, detail: TaskDetail) -> None:
-            super().__init__()
-            self.detail = detail
+        detail: TaskDetail
 
     def __init__(self, evaluation_id: int, task_id: str, order: list[str] | None = None,
                  test_index: int = 0) -> None:
@@ -80,10 +109,22 @@ class TaskViewScreen(ReportsWorkerErrors, Screen):
         yield Header()
         yield Static("loading…", id="task-status")
         with ScrollableContainer(id="task-body"):
-            yield Horizontal(id="test-row", classes="grid-row")
+            yield Vertical(id="test-row")
             yield Static(id="demo-heading", classes="section")
             yield Vertical(id="demos", classes="grid-row")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
+
+    @property
+    def layout_size(self) -> tuple[int, int]:
+        """Columns and rows for grids: the task body less its scrollbar."""
+        body = self.query_one("#task-body")
+        width = (body.size.width or self.app.size.width) - 2
+        return width, body.size.height or self.app.size.height - 6
+
+    async def on_resize(self) -> None:
+        if self.detail is not None:
+            await self.show_test()
+            await self.show_demonstrations()
 
     def on_mount(self) -> None:
         self.query_one("#task-body").focus()
@@ -129,24 +170,29 @@ class TaskViewScreen(ReportsWorkerErrors, Screen):
 
     async def show_test(self) -> None:
         p = self.prediction
-        row = self.query_one("#test-row", Horizontal)
-        await row.remove_children()
+        mode = colour_mode(self.app)
+        width, height = self.layout_size
+        attempts = [(n, a, acc) for n, a, acc in ((1, p.attempt_1, p.cell_acc_1),
+                                                  (2, p.attempt_2, p.cell_acc_2)) if a is not None]
+        scale = pick_scale([p.test_input, p.expected, *[a for _, a, _ in attempts]], mode, width, height)
         count = len(self.detail.predictions)
-        panels = [GridPanel(f"test {self.test_index + 1}/{count} {shape_text(p.test_input)}",
-                            p.test_input),
-                  GridPanel(f"expected {shape_text(p.expected)}" if p.expected is not None
-                            else "expected: unknown", p.expected)]
-        for number, attempt, acc in ((1, p.attempt_1, p.cell_acc_1), (2, p.attempt_2, p.cell_acc_2)):
-            if attempt is None:
-                continue
+        units = [[GridPanel(f"test {self.test_index + 1}/{count} {shape_text(p.test_input)}",
+                            p.test_input, scale=scale)],
+                 [GridPanel(f"expected {shape_text(p.expected)}" if p.expected is not None
+                            else "expected: unknown", p.expected, scale=scale)]]
+        for number, attempt, acc in attempts:
             caption = attempt_verdict(number, attempt, p.expected, acc)[0]
-            children = [GridPanel(caption, attempt, id=f"attempt-{number}")]
+            unit = [GridPanel(caption, attempt, scale=scale, id=f"attempt-{number}")]
             if p.expected is not None and attempt != p.expected:
                 diff = diff_grid(attempt, p.expected)
-                children.append(GridPanel(f"diff {number}: [b]{count_wrong(diff)}[/b] wrong",
-                                          diff, diff=True, id=f"diff-{number}"))
-            panels.append(Vertical(*children, classes="attempt"))
-        await row.mount_all(panels)
+                unit.append(GridPanel(f"diff {number}: [b]{count_wrong(diff)}[/b] wrong",
+                                      diff, diff=True, scale=scale, id=f"diff-{number}"))
+            units.append(unit)
+        row = self.query_one("#test-row", Vertical)
+        await row.remove_children()
+        await row.mount_all([Horizontal(*[Vertical(*unit, classes="attempt") for unit in packed],
+                                        classes="grid-row")
+                             for packed in pack_rows(units, mode, width)])
 
     async def show_demonstrations(self) -> None:
         demos = self.query_one("#demos", Vertical)
@@ -158,10 +204,16 @@ class TaskViewScreen(ReportsWorkerErrors, Screen):
                            "(evaluations made before they were recorded)")
             return
         heading.update(f"Demonstrations ({len(pairs)})")
-        rows = [Horizontal(GridPanel(f"demo {i} input {shape_text(grid_in)}", grid_in),
-                           GridPanel(f"→ output {shape_text(grid_out)}", grid_out),
-                           classes="grid-row")
-                for i, (grid_in, grid_out) in enumerate(pairs, 1)]
+        mode = colour_mode(self.app)
+        width, height = self.layout_size
+        rows = []
+        for i, (grid_in, grid_out) in enumerate(pairs, 1):
+            scale = pick_scale([grid_in, grid_out], mode, width, height)
+            units = [[GridPanel(f"demo {i} input {shape_text(grid_in)}", grid_in, scale=scale)],
+                     [GridPanel(f"→ output {shape_text(grid_out)}", grid_out, scale=scale)]]
+            rows.extend(Horizontal(*[Vertical(*unit, classes="attempt") for unit in packed],
+                                   classes="grid-row")
+                        for packed in pack_rows(units, mode, width))
         await demos.mount_all(rows)
 
     # ---------------------------------------------------------------- actions

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from db.store import Evaluation
 from sage_tui.data_tasks import FAILED, PARTLY, SOLVED, TaskRow, TasksView, load_tasks
 from sage_tui.screens.task_view import TaskViewScreen
-from sage_tui.workers import ReportsWorkerErrors
+from sage_tui.screens.base import COMMON_KEYS, SageScreen, SageTable, selected_row_key
 
 STATE_CELL = {SOLVED: "[green]✓ solved[/]", PARTLY: "[yellow]◐ partly[/]", FAILED: "[red]✗ failed[/]"}
 FILTERS = ("all", SOLVED, PARTLY, FAILED)
@@ -48,16 +49,16 @@ def sort_rows(rows: list[TaskRow], by: str) -> list[TaskRow]:
     return sorted(rows, key=lambda r: r.task_id)
 
 
-class TasksScreen(ReportsWorkerErrors, Screen):
+class TasksScreen(SageScreen):
     BINDINGS = [
-        Binding("escape", "back", "Back", id="tasks.back"),
         Binding("enter", "open", "Open task", id="tasks.open"),
-        Binding("a", "filter('all')", "All", id="tasks.all"),
-        Binding("s", "filter('solved')", "Solved", id="tasks.solved"),
-        Binding("p", "filter('partly')", "Partly", id="tasks.partly"),
         Binding("f", "filter('failed')", "Failed", id="tasks.failed"),
+        Binding("s", "filter('solved')", "Solved", id="tasks.solved"),
+        Binding("a", "filter('all')", "All", id="tasks.all"),
         Binding("slash", "search", "Search", id="tasks.search"),
-        Binding("o", "toggle_sort", "Sort", id="tasks.sort"),
+        Binding("p", "filter('partly')", "Partly solved", show=False, id="tasks.partly"),
+        Binding("o", "toggle_sort", "Sort by id / score", show=False, id="tasks.sort"),
+        *COMMON_KEYS,
     ]
 
     DEFAULT_CSS = """
@@ -66,10 +67,9 @@ class TasksScreen(ReportsWorkerErrors, Screen):
     TasksScreen #tasks-table { height: 1fr; }
     """
 
+    @dataclass
     class Loaded(Message):
-        def __init__(self, view: TasksView) -> None:
-            super().__init__()
-            self.view = view
+        view: TasksView
 
     def __init__(self, evaluation_id: int, state: str = "all") -> None:
         super().__init__()
@@ -82,8 +82,8 @@ class TasksScreen(ReportsWorkerErrors, Screen):
         yield Header()
         yield Static("loading…", id="tasks-summary")
         yield Input(placeholder="/ search task id", id="tasks-search")
-        yield DataTable(id="tasks-table", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True)
+        yield SageTable(id="tasks-table", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -147,10 +147,7 @@ class TasksScreen(ReportsWorkerErrors, Screen):
 
     # ---------------------------------------------------------------- actions
     def selected(self) -> str | None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return selected_row_key(self.query_one(DataTable))
 
     def action_filter(self, state: str) -> None:
         self.state = state

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from rich._palettes import STANDARD_PALETTE
 from rich.color import Color, ColorSystem
 from rich.style import Style
 from rich.text import Text
@@ -66,13 +67,23 @@ def cell_colour(value: int, mode: str, diff: bool = False) -> Color:
     colours 0-9 are right cells, drawn dimmed)."""
     if mode == "16":
         if value == WRONG:
-            return Color.from_ansi(15)
-        if diff:
-            return Color.from_ansi(0 if value == 0 else 8)
-        return Color.from_ansi(STANDARD_16[value])
+            number = 15
+        elif diff:
+            number = 0 if value == 0 else 8
+        else:
+            number = STANDARD_16[value]
+        return basic_colour(number)
     hex_colour = WRONG_HEX if value == WRONG else _dimmed(PALETTE[value]) if diff else PALETTE[value]
     colour = Color.parse(hex_colour)
     return colour.downgrade(ColorSystem.EIGHT_BIT) if mode == "256" else colour
+
+
+def basic_colour(number: int) -> Color:
+    """ANSI colour ``number`` (0-15) as the exact RGB that the terminal downgrade maps
+    back to that number. A plain ANSI colour would first be remapped through the theme's
+    ANSI palette (Textual converts ANSI colours to RGB) and land on a neighbour: red on
+    magenta, orange on bright red."""
+    return Color.from_triplet(STANDARD_PALETTE[number])
 
 
 def diff_grid(attempt: Grid | None, expected: Grid | None) -> Grid:
@@ -102,17 +113,21 @@ def count_wrong(diff: Grid) -> int:
     return sum(value == WRONG for row in diff for value in row)
 
 
-def grid_size(grid: Grid, mode: str) -> tuple[int, int]:
-    """(columns, rows) the grid takes on screen."""
+def grid_size(grid: Grid, mode: str, scale: int = 1) -> tuple[int, int]:
+    """(columns, rows) the grid takes on screen. Scale 2 draws each cell two columns wide
+    and one row high (square on most terminals), for when there is room."""
     if not grid or not grid[0]:
         return (len("(empty)"), 1)
     width = max(len(row) for row in grid)
+    if scale == 2:
+        return (2 * width, len(grid))
     height = len(grid) if mode == "digits" else (len(grid) + 1) // 2
     return (width, height)
 
 
-def render_grid(grid: Grid, mode: str, diff: bool = False) -> Text:
-    """The grid as Rich text: half blocks in colour, or one digit per cell."""
+def render_grid(grid: Grid, mode: str, diff: bool = False, scale: int = 1) -> Text:
+    """The grid as Rich text: half blocks in colour, or one digit per cell; at scale 2,
+    two full columns per cell and one row per grid row."""
     if not grid or not grid[0]:
         return Text("(empty)", style="dim")
     width = max(len(row) for row in grid)
@@ -121,6 +136,7 @@ def render_grid(grid: Grid, mode: str, diff: bool = False) -> Text:
         return grid[r][c] if r < len(grid) and c < len(grid[r]) else None
 
     text = Text(no_wrap=True, overflow="crop")
+    pad = " " * (scale - 1)
     if mode == "digits":
         for r in range(len(grid)):
             if r:
@@ -128,11 +144,20 @@ def render_grid(grid: Grid, mode: str, diff: bool = False) -> Text:
             for c in range(width):
                 v = value(r, c)
                 if v is None:
-                    text.append(" ")
+                    text.append(" " + pad)
                 elif diff:
-                    text.append("x" if v == WRONG else "·", style="bold" if v == WRONG else "dim")
+                    text.append(("x" if v == WRONG else "·") + pad, style="bold" if v == WRONG else "dim")
                 else:
-                    text.append(str(v))
+                    text.append(str(v) + pad)
+        return text
+
+    if scale == 2:
+        for r in range(len(grid)):
+            if r:
+                text.append("\n")
+            for c in range(width):
+                v = value(r, c)
+                text.append("  ", Style(bgcolor=cell_colour(v, mode, diff)) if v is not None else Style())
         return text
 
     styles: dict[tuple[int | None, int | None], tuple[str, Style]] = {}
@@ -170,24 +195,25 @@ class ArcGrid(Widget):
     """
 
     def __init__(self, grid: Grid | None, diff: bool = False, mode: str | None = None,
-                 **kwargs) -> None:
+                 scale: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
         self.grid: Grid = grid or []
         self.diff = diff
         self.mode = mode
+        self.scale = scale
 
     @property
     def resolved_mode(self) -> str:
         return self.mode or colour_mode(self.app)
 
     def get_content_width(self, container, viewport) -> int:
-        return grid_size(self.grid, self.resolved_mode)[0]
+        return grid_size(self.grid, self.resolved_mode, self.scale)[0]
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return grid_size(self.grid, self.resolved_mode)[1]
+        return grid_size(self.grid, self.resolved_mode, self.scale)[1]
 
     def render(self) -> Text:
-        return render_grid(self.grid, self.resolved_mode, self.diff)
+        return render_grid(self.grid, self.resolved_mode, self.diff, self.scale)
 
 
 class GridPanel(Vertical):
@@ -205,13 +231,22 @@ class GridPanel(Vertical):
         height: auto;
     }
     """
+    CAPTION_MAX = 34
 
-    def __init__(self, caption: str, grid: Grid | None, diff: bool = False, **kwargs) -> None:
+    def __init__(self, caption: str, grid: Grid | None, diff: bool = False, scale: int = 1,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.caption = caption
         self.grid = grid
         self.diff = diff
+        self.scale = scale
 
     def compose(self) -> ComposeResult:
         yield Static(self.caption, classes="grid-caption")
-        yield ArcGrid(self.grid, diff=self.diff)
+        yield ArcGrid(self.grid, diff=self.diff, scale=self.scale)
+
+    def columns_needed(self, mode: str) -> int:
+        """Columns this panel takes: the wider of its caption and its bordered grid, and
+        its right margin."""
+        caption = min(Text.from_markup(self.caption).cell_len, self.CAPTION_MAX)
+        return max(caption, grid_size(self.grid or [], mode, self.scale)[0] + 2) + 1

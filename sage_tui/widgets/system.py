@@ -72,6 +72,12 @@ class SystemPanel(Static):
             gauges = "  ".join(f"{name} {_gb(snapshot.engine.get(f'torch_{name}_mb'))} GB"
                                for name in ("allocated", "reserved", "peak"))
             lines.append(Text(f"Engine torch  {gauges}", style="bold"))
+        if snapshot.engines:
+            lines.append(Text("Engines (this host)", style="bold"))
+            for usage in snapshot.engines:
+                cpu = f"{usage.cpu_pct:5.0f}%" if usage.cpu_pct is not None else "    -%"
+                lines.append(Text(f"  run {usage.run_id:<5} pid {usage.pid:<8} CPU {cpu}  "
+                                  f"RAM {usage.rss_mb:,.0f} MB"))
         live = snapshot.live
         cpu = live.get("cpu_pct")
         lines.append(Text(f"CPU  {number(cpu, 3):>5}%   {bar(cpu / 100 if cpu is not None else None, 10)}  "

@@ -53,6 +53,18 @@ def test_runs_json_lists_runs_with_effective_status(workspace):
     assert (listed["id"], listed["name"], listed["status"], listed["config"]) == (run.id, "a", "crashed", {"lr": 0.01})
 
 
+def test_runs_table_shows_the_device_and_why_a_run_failed(workspace):
+    with Store.open(workspace) as store:
+        run = store.create_run("oom", "train", {})
+        store.update_run(run.id, status="failed", device="cuda:0", message="CUDA out of memory")
+    result = engine("runs", "--workspace", str(workspace))
+    assert result.returncode == 0
+    header, line = result.stdout.splitlines()[:2]
+    assert "device" in header and "reason" in header
+    assert "cuda:0" in line and line.endswith("CUDA out of memory")
+
+
+@pytest.mark.slow
 def test_check_answers_json_for_the_dashboard():
     good = engine("check", "--config-json", '{"lr": "0.001"}')
     assert (good.returncode, json.loads(good.stdout)) == (0, {"ok": True, "warnings": []})
@@ -78,6 +90,7 @@ def test_check_warns_when_the_evaluation_set_overlaps_the_training_tasks():
     assert clean == {"ok": True, "warnings": []}
 
 
+@pytest.mark.slow
 def test_train_detach_returns_at_once_and_the_run_trains(workspace):
     result = engine("train", "--workspace", str(workspace), "--detach", "--set", "max_steps=2",
                     "--set", "max_tasks=2", "--set", "max_grid=5", "--set", "batch_size=2")

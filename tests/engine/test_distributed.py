@@ -18,6 +18,7 @@ CONFIG = {"max_tasks": 4, "max_grid": 6, "batch_size": 8, "max_steps": 6, "epoch
           "val_tasks": 0, "checkpoint_every_steps": 3, "warmup_steps": 2}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(workspace):
     with Store.open(workspace) as store:
         single = store.create_run("single", "train", CONFIG)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from db.store import Store
 from engine.arc import load_dataset, select_tasks
@@ -17,6 +18,7 @@ from engine.runner import run_job
 from engine.train import train_job
 
 
+@pytest.mark.slow
 def test_eval_stores_predictions_and_prints_the_official_score(workspace, fast_train_config):
     with Store.open(workspace) as store:
         run = store.create_run("t", "train", {**fast_train_config, "max_steps": 3})
@@ -26,12 +28,12 @@ def test_eval_stores_predictions_and_prints_the_official_score(workspace, fast_t
 
     result = subprocess.run(
         [sys.executable, "-m", "engine", "eval", "--checkpoint", str(checkpoint.id),
-         "--dataset", "arc1/eval", "--max-tasks", "6", "--tta-votes", "3", "--workspace", str(workspace)],
+         "--dataset", "arc1/eval", "--max-tasks", "2", "--tta-votes", "2", "--workspace", str(workspace)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "pass@2" in result.stdout and "official ARC rule" in result.stdout
 
-    tasks = select_tasks(load_dataset("arc1/eval").tasks, max_tasks=6)
+    tasks = select_tasks(load_dataset("arc1/eval").tasks, max_tasks=2)
     n_test_inputs = sum(len(t.test) for t in tasks)
     with Store.open_readonly(workspace) as store:
         [evaluation] = store.evaluations(source_run_id=run.id)
@@ -40,8 +42,9 @@ def test_eval_stores_predictions_and_prints_the_official_score(workspace, fast_t
         eval_run = store.get_run(evaluation.run_id)
         demos = store.task_demonstrations(evaluation.id, tasks[0].id)
     assert eval_run.kind == "eval" and eval_run.status == "finished"
+    assert eval_run.device == "cpu"   # the device used, not the "auto" asked for
     assert (evaluation.checkpoint_id, evaluation.n_tasks, evaluation.n_test_inputs) == (
-        checkpoint.id, 6, n_test_inputs)
+        checkpoint.id, 2, n_test_inputs)
     assert len(predictions) == n_test_inputs
     assert sorted({p.task_id for p in predictions}) == sorted(t.id for t in tasks)
     by_id = {t.id: t for t in tasks}

@@ -99,6 +99,22 @@ def test_submission_has_the_arc_prize_shape(store, evaluation):
                 assert all(isinstance(v, int) and 0 <= v <= 9 for row in grid for v in row)
 
 
+def test_an_empty_prediction_is_written_as_a_non_empty_grid(store):
+    """The ARC Prize format rejects [] as an attempt: an empty prediction becomes [[0]]."""
+    from db.store import Prediction, TaskScore
+
+    source = store.create_run("train-1", "train", {}, status="finished")
+    eval_run = store.create_run("eval-1", "eval", {}, status="finished")
+    evaluation_id = store.add_evaluation(
+        eval_run.id, source.id, None, "test-set",
+        [Prediction(0, "eee", 0, [[1]], [[2]], [], None, False, False, None, None),
+         Prediction(0, "eee", 1, [[1]], [[2]], [[3]], [[]], False, False, None, None)],
+        [TaskScore(0, "eee", 2, 0, 0, 0.0)], {}, {"eee": []})
+    entries = json.loads(export_evaluation(store, evaluation_id, "submission"))["eee"]
+    assert entries == [{"attempt_1": [[0]], "attempt_2": [[0]]},
+                       {"attempt_1": [[3]], "attempt_2": [[0]]}]
+
+
 def test_evaluation_csv_has_one_row_per_test_input(store, evaluation):
     rows = list(csv.DictReader(io.StringIO(export_evaluation(store, evaluation, "csv"))))
     assert list(rows[0]) == ["task_id", "test_index", "correct_attempt_1", "correct_attempt_2",

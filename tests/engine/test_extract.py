@@ -153,6 +153,7 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_run_with_a_message_and_a_consistent_store(tmp_path, task_folder):
     config = extract_config(task_folder, teacher_options={"dim": 64})
     with Store.open(tmp_path) as store:

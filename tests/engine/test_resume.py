@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from db.processes import effective_status, signal_engine
 from db.store import Store
 from engine.runner import run_job
@@ -42,6 +44,7 @@ def _run(workspace, run_id) -> object:
         return store.get_run(run_id)
 
 
+@pytest.mark.slow
 def test_stopped_killed_and_resumed_run_matches_an_uninterrupted_one(workspace):
     with Store.open(workspace) as store:
         reference = store.create_run("reference", "train", CONFIG)

@@ -58,6 +58,12 @@ def build_frozen_workspace(path: str | Path, now: float = FROZEN_NOW) -> Path:
         store.add_event(finished.id, "started", "run started on cpu")
         store.add_event(finished.id, "checkpoint", "checkpoint at step 200")
         store.add_event(finished.id, "finished", "run finished")
+        for step, score, reason in ((200, 0.45, "periodic"), (400, 0.5, "final")):
+            checkpoint = store.add_checkpoint(finished.id, step, step / 50, f"runs/0001/checkpoints/step{step}.pt",
+                                              1_400_000, {"val_pass2": score, "val_pass1": score - 0.1,
+                                                          "val_cell_acc": 0.8}, reason)
+            store.conn.execute("UPDATE checkpoints SET created_at = ? WHERE id = ?",
+                               (now - 7200 + step * 2, checkpoint))
 
         running = store.create_run("distill-gr00t", "train",
                                    {"epochs": 20, "features": "arc1-gr00t", "student": "sage-seed"})

@@ -7,7 +7,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from db.store import Prediction, Store, TaskScore
-from sage_tui import control, data_tasks
+from sage_tui import control
 from sage_tui.screens.checkpoints import CheckpointsScreen, EvaluateScreen
 from sage_tui.screens.compare import CompareScreen
 from sage_tui.screens.confirm import ConfirmScreen
@@ -138,7 +138,7 @@ async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_w
                                                                  monkeypatch):
     run_id, ids, _ = run_with_checkpoints
     launched = []
-    monkeypatch.setattr(data_tasks, "launch_engine", lambda ws, log, *args: launched.append((log, args)))
+    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: launched.append((log, args)))
     app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
@@ -165,7 +165,7 @@ async def test_evaluate_really_starts_an_eval_run(workspace, run_with_checkpoint
     run_id, ids, _ = run_with_checkpoints
     before = set(run_ids(workspace))
     try:
-        data_tasks.evaluate_checkpoint(workspace, ids[0], "arc1/train", 1)
+        control.evaluate_checkpoint(workspace, ids[0], "arc1/train", 1)
         new = wait_for(lambda: set(run_ids(workspace)) - before, timeout=60, what="the eval run")
         with Store.open_readonly(workspace) as store:
             run = store.get_run(new.pop())
@@ -212,3 +212,27 @@ async def test_open_tasks_and_compare_two_evaluations(workspace, run_with_checkp
         await wait_until(pilot, lambda: app.screen.comparison is not None, timeout=10, what="compare")
         assert app.screen.comparison.count("gained") == 1
     assert not app.errors
+
+
+async def test_a_hidden_checkpoints_screen_stops_reading_and_starts_again_when_shown(
+        workspace, run_with_checkpoints, monkeypatch):
+    from sage_tui.screens import checkpoints as screen_module
+
+    run_id, _, _ = run_with_checkpoints
+    reads = []
+    real = screen_module.data_tasks.load_checkpoints
+    monkeypatch.setattr(screen_module.data_tasks, "load_checkpoints",
+                        lambda *args: reads.append(1) or real(*args))
+    monkeypatch.setattr(CheckpointsScreen, "POLL_S", 0.1)
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await loaded(pilot, screen)
+        await pilot.press("t")    # the tasks of an evaluation, on top
+        assert app.screen is not screen, app.screen
+        await wait_until(pilot, lambda: screen.paused, timeout=5, what="the hidden screen to pause")
+        count = len(reads)
+        assert screen.poll_timer is None   # nothing left to wake it while hidden
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: len(reads) > count and not screen.paused, timeout=5,
+                         what="reading again once shown")

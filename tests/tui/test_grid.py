@@ -4,7 +4,7 @@ digits when colour is off, and the diff grid that marks wrong cells."""
 from __future__ import annotations
 
 import pytest
-from rich.color import ColorType
+from rich.color import ColorSystem, ColorType
 from rich.style import Style
 from textual.app import App
 
@@ -55,9 +55,9 @@ def test_256_colours_are_eight_bit_and_distinct():
 
 
 def test_16_colours_are_distinct_basic_colours():
-    colours = [cell_colour(v, "16") for v in range(10)]
-    assert all(c.number < 16 for c in colours)
-    assert len({c.number for c in colours}) == 10
+    numbers = [cell_colour(v, "16").downgrade(ColorSystem.STANDARD).number for v in range(10)]
+    assert all(n < 16 for n in numbers)
+    assert len(set(numbers)) == 10
 
 
 def test_without_colour_each_cell_is_a_digit():
@@ -133,3 +133,40 @@ async def test_no_color_app_prints_digits(monkeypatch):
 def test_palette_is_the_official_one():
     assert [tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in PALETTE] == \
         [OFFICIAL[v] for v in range(10)]
+
+
+# What each ARC colour must come out as on the terminal, written out by hand: the SGR
+# foreground code of the upper half block in each colour mode.
+EXPECTED_FOREGROUND = {
+    "standard": ["30", "94", "91", "92", "93", "37", "95", "33", "96", "31"],
+    "256": [f"38;5;{n}" for n in (16, 32, 203, 41, 220, 247, 199, 208, 117, 88)],
+    "truecolor": [f"38;2;{r};{g};{b}" for r, g, b in OFFICIAL.values()],
+}
+
+
+@pytest.mark.parametrize("system", list(EXPECTED_FOREGROUND))
+async def test_escape_codes_a_grid_emits_in_each_colour_mode(monkeypatch, system):
+    """Through the whole pipeline (theme filters, downgrade to the terminal's colours):
+    in 16 colours red stays red (not magenta) and orange stays dark yellow (not bright
+    red), so the ten ARC colours stay ten distinct basic colours."""
+    import re
+
+    import textual.constants
+
+    monkeypatch.setattr(textual.constants, "COLOR_SYSTEM", system)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("SAGE_TUI_COLOURS", raising=False)
+
+    class GridApp(App):
+        def compose(self):
+            yield ArcGrid([list(range(10)), list(range(10))])
+
+    app = GridApp()
+    async with app.run_test(size=(20, 4)) as pilot:
+        await pilot.pause()
+        line = app.screen._compositor.render_strips()[1].render(app.console)
+    cells = re.findall(r"\x1b\[([0-9;]+)m▀", line)
+    assert len(cells) == 10
+    tokens = {"standard": 1, "256": 3, "truecolor": 5}[system]   # the foreground's share
+    foregrounds = [";".join(codes.split(";")[:tokens]) for codes in cells]
+    assert foregrounds == EXPECTED_FOREGROUND[system]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from db.store import Store
 from sage_tui.app import SageApp
 from sage_tui.screens.new_run import NewRunScreen
@@ -14,6 +16,7 @@ from sage_tui.screens.runs import RunsScreen
 from tests.tui.helpers import run_ids, run_status, stop_all_engines, wait_until
 
 
+@pytest.mark.slow
 async def test_start_watch_stop_resume_and_crash_from_the_ui(workspace):
     app = SageApp(workspace)
     try:
@@ -31,7 +34,7 @@ async def test_start_watch_stop_resume_and_crash_from_the_ui(workspace):
             screen = app.screen
 
             def steps() -> list[int]:
-                series = screen.series.get((run_id, "loss"))
+                series = screen.curves.series.get((run_id, "loss"))
                 return list(series.steps) if series else []
 
             await wait_until(pilot, lambda: len(steps()) >= 1, timeout=120, what="the first loss point")
@@ -71,5 +74,13 @@ async def test_start_watch_stop_resume_and_crash_from_the_ui(workspace):
             await wait_until(pilot, lambda: any(f"run {run_id} live crashed" in n.message
                                                 for n in app._notifications),
                              timeout=10, what="the crash notification")
+
+            def crash_recorded() -> bool:   # in the events and at the end of the log
+                with Store.open_readonly(workspace) as store:
+                    events = [e.kind for e in store.events(run_id, limit=10_000)]
+                log = (workspace / "runs" / f"{run_id:04d}" / "engine.log").read_text()
+                return "crashed" in events and "engine process gone" in log.splitlines()[-1]
+
+            await wait_until(pilot, crash_recorded, timeout=10, what="the crash written down")
     finally:
         stop_all_engines(workspace)

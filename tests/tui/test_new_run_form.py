@@ -3,6 +3,7 @@ field, extract settings, and what a launch hands to the engine."""
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Input, Select, Static
 
 from sage_tui import control
@@ -133,6 +134,7 @@ async def test_an_unvalidated_extract_still_launches_with_a_warning(workspace, m
         assert "could not validate extract settings" in messages and "run 7 started" in messages
 
 
+@pytest.mark.slow
 def test_check_config_asks_the_real_engine():
     verdict = control.check_config("train", {"lr": 2})
     assert (verdict.ok, verdict.field) == (False, "lr")
@@ -187,3 +189,20 @@ async def test_an_evaluation_set_that_overlaps_the_training_tasks_is_named_befor
         # Let the runs poll the launch started land before the app closes.
         await app.workers.wait_for_complete()
         await pilot.pause()
+
+
+async def test_ctrl_s_at_80x24_brings_the_first_bad_field_into_view(workspace):
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        form.query_one("#seed", Input).value = "abc"        # the last field, below the fold
+        form.query_one("#gpus", Input).value = "two"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        assert form.query_one("#gpus", Input).has_focus      # the first of the two, in form order
+        scroll = form.query_one("#form")
+        for widget_id in ("#gpus", "#error-gpus"):
+            region = form.query_one(widget_id).region
+            assert scroll.region.contains_region(region), f"{widget_id} is out of sight"
+        assert any("fix the 2 marked fields: gpus first" in n.message for n in app._notifications)

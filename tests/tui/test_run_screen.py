@@ -12,7 +12,9 @@ from db import sysinfo
 from db.processes import HOST
 from db.store import Store
 from sage_tui.app import SageApp
-from sage_tui.screens.run import OverlayPicker, RunScreen
+from sage_tui.widgets.run_tabs import LogTab
+from sage_tui.screens.overlay import OverlayPicker
+from sage_tui.screens.run import RunScreen
 from sage_tui.widgets.curve import CurvePlot
 from sage_tui.widgets.system import SystemPanel
 
@@ -28,8 +30,8 @@ def frozen(tmp_path):
 async def open_run(app, pilot, run_id: int = 2) -> RunScreen:
     await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), timeout=10, what="the run screen")
     screen = app.screen
-    await wait_until(pilot, lambda: screen.series.get((run_id, "loss")) is not None
-                     and screen.series[(run_id, "loss")].steps, timeout=10, what="the loss curve")
+    await wait_until(pilot, lambda: screen.curves.series.get((run_id, "loss")) is not None
+                     and screen.curves.series[(run_id, "loss")].steps, timeout=10, what="the loss curve")
     return screen
 
 
@@ -49,10 +51,10 @@ async def test_curves_are_grouped_and_every_key_reaches_a_group(frozen):
             await pilot.press("g")
             await wait_until(pilot, lambda: plot_keys(screen) == expected, timeout=5,
                              what=f"the group {expected}")
-            await wait_until(pilot, lambda: all((2, k) in screen.series for k in expected), timeout=5,
+            await wait_until(pilot, lambda: all((2, k) in screen.curves.series for k in expected), timeout=5,
                              what="the group's series")
             seen |= set(expected)
-        assert seen == set(screen.keys) - {"val_baseline_cell_acc"}
+        assert seen == set(screen.curves.keys) - {"val_baseline_cell_acc"}
         await pilot.press("g")
         assert plot_keys(screen)[0] == "loss"
 
@@ -61,7 +63,7 @@ async def test_latest_and_best_beside_each_plot(frozen):
     app = SageApp(frozen, open_run=2, clock=FrozenClock())
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_run(app, pilot)
-        loss = screen.series[(2, "loss")]
+        loss = screen.curves.series[(2, "loss")]
         # Downsampled to two points per column, first and last kept, each bucket's
         # extremes kept: the best value survives.
         assert len(loss.steps) <= 2 * 80 + 2
@@ -78,33 +80,33 @@ async def test_smoothing_x_axis_and_window_controls(frozen):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_run(app, pilot)
         plot = screen.query_one("#plot-loss", CurvePlot)
-        assert screen.settings.smoothing == 0.6
+        assert screen.curves.settings.smoothing == 0.6
         await pilot.press("plus", "plus", "plus", "plus")
-        assert screen.settings.smoothing == 0.99
+        assert screen.curves.settings.smoothing == 0.99
         await pilot.press("minus")
-        assert screen.settings.smoothing == pytest.approx(0.89)
+        assert screen.curves.settings.smoothing == pytest.approx(0.89)
         await pilot.press("m")
-        assert screen.settings.smoothing == 0
+        assert screen.curves.settings.smoothing == 0
         await pilot.press("m")
-        assert screen.settings.smoothing == pytest.approx(0.89)
+        assert screen.curves.settings.smoothing == pytest.approx(0.89)
         controls = str(screen.query_one("#curve-controls").render())
         assert "smooth 0.9" in controls
 
         await pilot.press("x")   # epoch: needs the epoch series
-        await wait_until(pilot, lambda: (2, "epoch") in screen.series, timeout=5, what="the epoch series")
+        await wait_until(pilot, lambda: (2, "epoch") in screen.curves.series, timeout=5, what="the epoch series")
         x, label = plot.x_values(plot.lines[0])
         assert label == "epoch" and x[-1] == pytest.approx(6.0)
         await pilot.press("x")
         x, label = plot.x_values(plot.lines[0])
         assert label == "minutes" and x[-1] == pytest.approx(299 * 2 / 60)
         await pilot.press("x")
-        assert screen.settings.x_axis == "step"
+        assert screen.curves.settings.x_axis == "step"
 
         await pilot.press("w")   # last 100 steps: read afresh from step 200
-        assert screen.settings.window == 100
-        await wait_until(pilot, lambda: screen.series.get((2, "loss")) is not None, timeout=5,
+        assert screen.curves.settings.window == 100
+        await wait_until(pilot, lambda: screen.curves.series.get((2, "loss")) is not None, timeout=5,
                          what="the windowed series")
-        assert screen.series[(2, "loss")].steps[0] == 200
+        assert screen.curves.series[(2, "loss")].steps[0] == 200
         xs, _, _ = plot.points(plot.lines[0], plot.lines[0].series.values, 300 - 100)
         assert min(xs) >= 200
 
@@ -122,8 +124,8 @@ async def test_overlay_another_run(frozen):
         await pilot.press("space")     # and back off
         app.screen.query_one(SelectionList).select(1)
         await pilot.press("enter")
-        assert screen.overlay_ids == [1]
-        await wait_until(pilot, lambda: (1, "loss") in screen.series, timeout=5, what="run 1's loss")
+        assert screen.curves.overlay_ids == [1]
+        await wait_until(pilot, lambda: (1, "loss") in screen.curves.series, timeout=5, what="run 1's loss")
         plot = screen.query_one("#plot-loss", CurvePlot)
         await wait_until(pilot, lambda: len(plot.lines) == 2, timeout=5, what="two lines")
         assert [line.label for line in plot.lines] == ["run 2", "run 1"]
@@ -169,6 +171,14 @@ async def test_system_tab_marks_our_engine_among_gpu_processes(frozen, monkeypat
         assert ours and "engine of run 2" in ours[0]
         theirs = [line for line in lines if "pid 1 " in line]
         assert theirs and "engine" not in theirs[0]
+        # Per-engine CPU and memory (psutil), beside the GPU's per-process memory.
+        await wait_until(pilot, lambda: any(u.cpu_pct is not None for u in panel.snapshot.engines),
+                         timeout=10, what="a second CPU sample")
+        lines = [line.plain for line in panel.render_snapshot(panel.snapshot).renderables]
+        [usage] = [line for line in lines if line.startswith("  run 2") and "CPU" in line]
+        rss_mb = me.memory_info().rss / 2**20
+        shown_mb = float(usage.split("RAM")[1].split("MB")[0].replace(",", ""))
+        assert f"pid {os.getpid()}" in usage and abs(shown_mb - rss_mb) < 0.5 * rss_mb
 
 
 async def test_events_and_config_tabs(frozen):
@@ -208,3 +218,148 @@ def test_figures_are_grouped_by_where_they_were_measured():
     assert baseline_key("val_cell_acc") == "val_baseline_cell_acc"
     assert baseline_key("eval_pass2") == "eval_baseline_pass2"
     assert baseline_key("train_cell_acc") is None and baseline_key("val_baseline_pass2") is None
+
+
+async def test_overlay_picker_marks_checked_runs_without_colour(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_run(app, pilot)
+        await wait_until(pilot, lambda: app.run_rows, timeout=5, what="the runs")
+        await pilot.press("o", "space")   # checks the first: run 6
+        await pilot.pause()
+        lines = [strip.text for strip in app.screen._compositor.render_strips()]
+        checked = next(line for line in lines if "queued-next" in line)
+        unchecked = next(line for line in lines if "baseline-tiny" in line)
+        assert "[x]" in checked and "[ ]" in unchecked
+
+
+def add_curve_cases_run(workspace) -> int:
+    """A run with a no-learning baseline (val_baseline_cell_acc, as the engine logs it),
+    a series that never changes, a rate and the learning rate."""
+    rows = []
+    for step in range(1, 101):
+        rows += [("loss", step, 2.0 / step, 1000.0 + step), ("val_cell_acc", step, 0.5 + step / 400, 1000.0 + step),
+                 ("val_baseline_cell_acc", step, 0.42, 1000.0 + step),
+                 ("grad_scale", step, 0.33, 1000.0 + step), ("lr", step, 1e-3 * (1 - step / 200), 1000.0 + step)]
+    with Store.open(workspace) as store:
+        run = store.create_run("curve-cases", "train", {})
+        store.update_run(run.id, status="finished", step=100, device="cpu")
+        store.append_metrics(run.id, rows)
+    return run.id
+
+
+async def show_group(pilot, screen, key: str) -> CurvePlot:
+    for _ in range(6):
+        if key in plot_keys(screen):
+            break
+        await pilot.press("g")
+        await pilot.pause(0.2)
+    await wait_until(pilot, lambda: (screen.run_id, key) in screen.curves.series, timeout=5, what=key)
+    await pilot.pause(0.2)
+    return screen.query_one(f"#plot-{key}", CurvePlot)
+
+
+def plot_text(plot: CurvePlot) -> str:
+    return "\n".join(plot.render_line(y).text for y in range(plot.size.height))
+
+
+async def test_a_baseline_key_is_a_labelled_line_on_its_figures_plot_not_a_plot(frozen):
+    run_id = add_curve_cases_run(frozen)
+    app = SageApp(frozen, open_run=run_id, clock=FrozenClock())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_run(app, pilot, run_id=run_id)
+        plot = await show_group(pilot, screen, "val_cell_acc")
+        assert "val_baseline_cell_acc" not in plot_keys(screen)      # never a plot of its own
+        assert "val_baseline_cell_acc" in screen.curves.keys
+        await wait_until(pilot, lambda: plot.lines and plot.lines[0].baseline is not None, timeout=5,
+                         what="the baseline on the plot")
+        assert "baseline 0.42" in plot.title_text()
+        assert "no-learning baseline" in plot_text(plot)
+        # A rate sits on a fixed 0-1 axis.
+        text = plot_text(plot)
+        assert ".5" in text and ".75" in text
+
+
+async def test_constant_series_and_schedules_are_drawn_sensibly(frozen):
+    run_id = add_curve_cases_run(frozen)
+    app = SageApp(frozen, open_run=run_id, clock=FrozenClock())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_run(app, pilot, run_id=run_id)
+        plot = await show_group(pilot, screen, "grad_scale")
+        title = plot.title_text()
+        assert "(constant)" in title and "best" not in title
+        text = plot_text(plot)
+        assert "0.33" in text and "1.33" not in text and "-0.67" not in text
+        lr = screen.query_one("#plot-lr", CurvePlot)
+        assert "latest" in lr.title_text() and "best" not in lr.title_text()
+
+
+async def test_curve_cursor_reads_each_runs_value_at_a_step_and_log_scale(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        plot = screen.query_one("#plot-loss", CurvePlot)
+        await pilot.press("left_square_bracket")   # the cursor starts at the last step
+        assert plot.title_text().startswith("loss @ step 300: run 2 ")
+        for _ in range(10):
+            await pilot.press("left_square_bracket")
+        step = plot.cursor_step()
+        assert step < 300
+        series = screen.curves.series[(2, "loss")]
+        value = series.values[series.steps.index(step)]
+        assert f"run 2 {value:.4g}" in plot.title_text()
+        await pilot.press("escape")                 # hides the cursor, stays on the run
+        assert isinstance(app.screen, RunScreen) and screen.curves.settings.cursor is None
+        await pilot.press("L")
+        assert screen.curves.settings.log_scale and "log y" in str(screen.query_one("#curve-controls").render())
+
+
+async def test_curves_scroll_at_once_and_plots_fill_the_terminal(frozen):
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot)
+        await pilot.pause(0.3)
+        scroll = screen.query_one("#plots-scroll")
+        assert scroll.has_focus                      # no Tab needed
+        await pilot.press("pagedown")
+        await pilot.pause(0.2)
+        assert scroll.scroll_y > 0
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_run(app, pilot)
+        await pilot.pause(0.3)
+        heights = {plot.size.height for plot in screen.query(CurvePlot)}
+        assert min(heights) >= 15                    # two rows of plots share ~40 rows
+
+
+async def test_log_tab_wraps_long_lines_and_follow_toggles(frozen):
+    with Store.open_readonly(frozen) as store:
+        log_path = frozen / store.get_run(4).log_path
+    long_line = "2025-06-15 14:03:12 INFO engine: " + "x" * 200 + " END"
+    log_path.write_text(log_path.read_text() + long_line + "\n")
+    app = SageApp(frozen, open_run=4, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), timeout=10, what="the run")
+        screen = app.screen
+        await pilot.press("l")
+        await wait_until(pilot, lambda: "END" in screen.query_one(LogTab).text, timeout=10, what="the log")
+        await pilot.pause(0.3)
+        log = screen.query_one("#log")
+        assert any(strip.text.rstrip().endswith("END") for strip in log.lines)   # wrapped, not cut
+        assert "follow on" in str(screen.query_one("#log-controls").render())
+        await pilot.press("f")
+        assert not screen.query_one(LogTab).follow and "follow off" in str(screen.query_one("#log-controls").render())
+
+
+async def test_help_names_every_key_of_the_run_screen_readably(frozen):
+    from sage_tui.screens.help import HelpScreen
+
+    app = SageApp(frozen, open_run=2, clock=FrozenClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_run(app, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = app.screen.keys_table().columns[0]._cells
+        assert "l, 4" in keys and "+, =" in keys and "q" in keys and "esc" in keys
+        assert "[" in keys and "f" in keys and "v" in keys   # incl. the log tab's own keys
+        assert not any("equals_sign" in k or "plus" in k for k in keys)

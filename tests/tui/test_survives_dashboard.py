@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from db.processes import process_matches
 from db.store import Store
@@ -27,6 +30,18 @@ def _dashboard_in_a_terminal(workspace):
     return proc, master
 
 
+def _read_until(master: int, text: bytes, timeout: float) -> bytes:
+    """What the dashboard wrote to its terminal, up to the first ``text``."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while text not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"the dashboard never wrote {text!r}"
+        if select.select([master], [], [], min(left, 0.5))[0]:
+            seen += os.read(master, 65536)
+    return seen
+
+
+@pytest.mark.slow
 def test_engine_keeps_training_after_the_dashboard_is_gone(workspace):
     proc, master = _dashboard_in_a_terminal(workspace)
     try:
@@ -47,10 +62,10 @@ def test_engine_keeps_training_after_the_dashboard_is_gone(workspace):
         assert process_matches(run.pid, run.host, run.proc_start_time)
         assert run_status(workspace, run_id) == "running"
 
-        # A new dashboard (sage-tui --demo again) finds the live run instead of starting another.
+        # A new dashboard (sage-tui --demo again) finds the live run instead of starting
+        # another: once it draws the run's view it has chosen (no fixed wait for a negative).
         proc, master = _dashboard_in_a_terminal(workspace)
-        wait_for(lambda: proc.poll() is None, timeout=5, what="the second dashboard")
-        time.sleep(3)
+        _read_until(master, b"demo", timeout=60)
         assert run_ids(workspace) == [run_id]
     finally:
         if proc.poll() is None:

@@ -226,13 +226,14 @@ def test_snapshot_tasks_screen_failed(snap_compare, workspace, evaluations, true
     assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
 
 
-def test_snapshot_task_view_known_wrong_attempt(snap_compare, workspace, evaluations, truecolour):
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_snapshot_task_view_known_wrong_attempt(snap_compare, workspace, evaluations, truecolour, size):
     async def loaded(pilot):
         await wait_until(pilot, lambda: pilot.app.screen.query("#diff-2"), timeout=10, what="task")
         await pilot.pause()
 
     app = ScreenApp(workspace, lambda: TaskViewScreen(evaluations[0], "007bbfb7"))
-    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
+    assert snap_compare(app, terminal_size=size, run_before=loaded)
 
 
 async def test_a_failed_read_reaches_the_app(workspace, evaluations):
@@ -240,3 +241,37 @@ async def test_a_failed_read_reaches_the_app(workspace, evaluations):
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: app.errors, timeout=10, what="the error")
     assert "no-such-task" in str(app.errors[0])
+
+
+def big_task(size: int) -> dict:
+    grid = [[(r + c) % 10 for c in range(size)] for r in range(size)]
+    wrong = copy.deepcopy(grid)
+    wrong[0][0] = (wrong[0][0] + 1) % 10
+    return {"train": [{"input": grid, "output": grid}], "test": [{"input": grid, "output": grid}]}, wrong
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+async def test_task_view_lays_grids_out_for_the_space_there_is(workspace, size):
+    """A 26×26 task at 80 columns: no grid past the right edge (panels stack). Small
+    grids at 160×48 grow to two columns and one row per cell."""
+    big, wrong = big_task(26)
+    small, small_wrong = big_task(8)
+    with Store.open(workspace) as store:
+        source = store.create_run("demo", "train", {}, status="finished")
+        evaluation = add_evaluation(store, {"big": big, "small": small},
+                                    {"big": [(wrong, None)], "small": [(small_wrong, None)]},
+                                    None, source.id)
+    for task_id, cells in (("big", 26), ("small", 8)):
+        app = ScreenApp(workspace, lambda: TaskViewScreen(evaluation, task_id))
+        async with app.run_test(size=size) as pilot:
+            await wait_until(pilot, lambda: pilot.app.screen.query("#diff-1"), timeout=10, what="task")
+            await pilot.pause()
+            grids = list(pilot.app.screen.query("#test-row ArcGrid"))
+            assert len(grids) == 4   # test input, expected, attempt, diff
+            for grid in grids:
+                assert grid.region.right <= size[0], f"{task_id}: a grid is clipped at the right"
+            scales = {g.scale for g in grids}
+            if task_id == "big":
+                assert scales == {1}   # 26 cells wide: half blocks, however wide the screen
+            elif size[0] == 160:
+                assert scales == {2} and grids[0].region.width == 2 * cells + 2
