@@ -139,6 +139,9 @@ class CurvesTab(Vertical):
         if self.group not in groups:
             self.group = next(iter(groups), None)
         wanted = groups.get(self.group, [])
+        # Baselines are no plots of their own (keys_by_group leaves them out), but their
+        # series are read to draw each one as a line on its figure's plot.
+        wanted = wanted + [b for b in map(baseline_key, wanted) if b in self.keys]
         if wanted != self.plotted_keys:
             self.plotted_keys = wanted
             grid = self.query_one("#plots", ItemGrid)
