@@ -14,7 +14,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from db.processes import effective_status, engine_command, launch_engine, signal_engine
+from db import lifecycle
+from db.lease import Lease
+from db.processes import engine_command, launch_engine, record_engine_process, signal_engine
 from db.store import Run, Store, WorkspaceError, run_dir_relative
 
 DEMO_CONFIG: dict = {}  # the engine's defaults are the CPU demo: 10 small tasks, tiny student
@@ -27,12 +29,13 @@ def start_run(workspace: Path, kind: str, name: str, config: dict, gpus: int = 1
     with Store.open(workspace) as store:
         run = store.create_run(name, kind, config)
         log_path = workspace / run.log_path
-    args = ["start", str(run.id)]
-    if gpus > 1:
-        args = ["--standalone", f"--nproc-per-node={gpus}", "-m", "engine", *args]
-        launch_engine(workspace, log_path, *args, launcher="torchrun")
-    else:
-        launch_engine(workspace, log_path, *args)
+        args = ["start", str(run.id)]
+        if gpus > 1:
+            args = ["--standalone", f"--nproc-per-node={gpus}", "-m", "engine", *args]
+            proc = launch_engine(workspace, log_path, *args, launcher="torchrun")
+        else:
+            proc = launch_engine(workspace, log_path, *args)
+        record_engine_process(store, run.id, proc.pid)
     return run
 
 
@@ -40,9 +43,9 @@ def stop_run(workspace: Path, run_id: int) -> str:
     """Ask a run to stop; returns a sentence for the user."""
     with Store.open(workspace) as store:
         run = store.get_run(run_id)
-        status = effective_status(run)
-        if status != "running":
-            return f"run {run_id} is {status}: nothing to stop"
+        refusal = lifecycle.stop_refusal(run)
+        if refusal:
+            return refusal
         store.request_stop(run_id)
     if signal_engine(run):
         return f"stopping run {run_id} after its current step"
@@ -50,15 +53,13 @@ def stop_run(workspace: Path, run_id: int) -> str:
 
 
 def resume_run(workspace: Path, run_id: int, checkpoint_id: int | None = None) -> str:
+    """Launch an engine to resume the run, if the rules allow; the engine itself takes
+    the run's lease, so two resumes racing still give one engine."""
     with Store.open(workspace) as store:
         run = store.get_run(run_id)
-        status = effective_status(run)
-        if status in ("running", "queued"):
-            return f"run {run_id} is {status}: stop it before resuming"
-        if run.kind == "eval":
-            return "evaluations are not resumed: start a new evaluation from the checkpoints screen"
-        if status == "finished" and run.kind != "train":
-            return f"run {run_id} finished: there is nothing to resume"
+        refusal = lifecycle.resume_refusal(run)
+        if refusal:
+            return refusal
         log_path = workspace / run.log_path
     args = ["resume", str(run_id)]
     if checkpoint_id is not None:
@@ -68,12 +69,18 @@ def resume_run(workspace: Path, run_id: int, checkpoint_id: int | None = None) -
 
 
 def delete_run(workspace: Path, run_id: int) -> str:
+    """Delete a run's rows and folder while holding its lease, so no engine can start
+    on it meanwhile; refused while an engine owns it."""
     with Store.open(workspace) as store:
-        run = store.get_run(run_id)
-        if effective_status(run) in ("running", "queued"):
-            raise WorkspaceError(f"run {run_id} is {effective_status(run)}: stop it before deleting it")
-        store.delete_run(run_id)
-    shutil.rmtree(workspace / run_dir_relative(run_id), ignore_errors=True)
+        refusal = lifecycle.delete_refusal(store.get_run(run_id))
+        if refusal:
+            raise WorkspaceError(refusal)
+        lease = Lease.acquire(workspace, run_id)
+        try:
+            store.delete_run(run_id)
+            shutil.rmtree(workspace / run_dir_relative(run_id), ignore_errors=True)
+        finally:
+            lease.release()
     return f"deleted run {run_id} and its files"
 
 
