@@ -76,7 +76,7 @@ def check_extract(settings: dict) -> None:
         config = ExtractConfig.from_dict(settings)
         make_teacher(config.teacher, **config.teacher_options)
     except (UserError, ValueError) as exc:
-        field_name = "teacher_options" if type(exc).__name__ == "TeacherError" else "config"
+        field_name = "teacher" if type(exc).__name__ == "TeacherError" else "config"
         raise ConfigError(field_name, str(exc)) from None
 
 

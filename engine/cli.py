@@ -306,6 +306,8 @@ READS_ONLY = ("runs", "export")            # these also work in a read-only work
 def open_workspace(command: str, workspace: Path) -> Store:
     """The workspace's store for ``command``: created only by commands that create runs
     (and then said so), read-only for reading commands in a read-only workspace."""
+    if workspace.exists() and not workspace.is_dir():
+        raise WorkspaceError(f"workspace {workspace} is a file, not a folder: pass a folder")
     if not db_path(workspace).exists():
         if command not in CREATES_WORKSPACE:
             raise WorkspaceError(f"no SAGE TUI workspace at {workspace} (no {db_path(workspace).name}): "
