@@ -46,7 +46,7 @@ class TrainData:
 def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
     dataset = load_dataset(cfg.dataset)
     for problem in dataset.problems:
-        ctx.event("warning", f"skipped task {problem}")
+        ctx.event("bad_task", f"skipped task {problem}")
     tasks = select_tasks(dataset.tasks, cfg.task_ids or None, max_grid=cfg.max_grid)
     if cfg.max_tasks is not None:
         tasks = tasks[: cfg.max_tasks + cfg.val_tasks]
