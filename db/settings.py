@@ -286,6 +286,8 @@ EVAL = Schema("eval", (
 ))
 
 SCHEMAS = {"train": TRAIN, "extract": EXTRACT, "eval": EVAL}
+# Not a setting of the run but of its launch: one process per GPU under torchrun.
+GPUS = Setting("gpus", int, 1, "GPUs (more than 1 runs under torchrun)", low=1)
 
 
 def schema_for(kind: str) -> Schema:

@@ -92,18 +92,19 @@ class CheckResult:
     validated: bool = True   # False: the engine could not check these settings
 
 
-def check_config(kind: str, config: dict) -> CheckResult:
-    """Ask the engine (``python -m engine check``) whether these settings would start.
-    An engine that cannot check a kind answers "could not validate", not an error."""
-    args = ["check", "--config-json", json.dumps(config)]
-    if kind != "train":
-        args[1:1] = ["--kind", kind]
+def check_config(kind: str, config: dict, workspace: Path | None = None) -> CheckResult:
+    """Ask the engine (``python -m engine check``) whether these settings would start in
+    this workspace on this machine. ``validated`` is False when the check itself failed
+    (a crash, a timeout): then nothing may be launched, and ``message`` says why."""
+    args = ["check", "--kind", kind, "--config-json", json.dumps(config)]
+    if workspace is not None:
+        args += ["--workspace", str(workspace)]
     try:
         proc = subprocess.run(engine_command(*args), capture_output=True, text=True,
                               timeout=CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return CheckResult(True, validated=False,
-                           message=f"the engine took over {CHECK_TIMEOUT_S:.0f}s to check the settings")
+        return CheckResult(False, validated=False,
+                           message=f"the engine took over {CHECK_TIMEOUT_S:g}s to check the settings")
     lines = proc.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1]) if lines else None
@@ -111,8 +112,8 @@ def check_config(kind: str, config: dict) -> CheckResult:
         answer = None
     if not isinstance(answer, dict) or "ok" not in answer:
         detail = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
-        return CheckResult(True, validated=False,
-                           message=f"could not validate {kind} settings ({detail[:160]})")
+        return CheckResult(False, validated=False,
+                           message=f"could not check the {kind} settings ({detail[:160]})")
     if answer["ok"]:
         return CheckResult(True)
     return CheckResult(False, answer.get("field"), answer.get("message", "invalid setting"))

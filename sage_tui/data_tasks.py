@@ -77,6 +77,10 @@ def evaluate_checkpoint(workspace: Path, checkpoint_id: int, dataset: str | None
     list shows with its progress; its launch output goes to the source run's folder."""
     with Store.open_readonly(workspace) as store:
         checkpoint = store.get_checkpoint(checkpoint_id)
+    wanted = {"checkpoint_id": checkpoint_id, "max_tasks": max_tasks, **({"dataset": dataset} if dataset else {})}
+    verdict = control.check_config("eval", wanted, workspace)
+    if not verdict.ok:  # refused, or the check itself failed: nothing is launched
+        raise WorkspaceError(f"not evaluated: {verdict.message}")
     args = ["eval", "--checkpoint", str(checkpoint_id)]
     if dataset:
         args += ["--dataset", dataset]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -13,6 +14,7 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
+from db import settings
 from db.store import Checkpoint
 from sage_tui import data_tasks
 from sage_tui.data_tasks import CheckpointsView, EvaluationRow
@@ -22,7 +24,7 @@ from sage_tui.screens.tasks import TasksScreen
 from sage_tui.workers import ReportsWorkerErrors
 
 POLL_S = 2.0
-DEFAULT_DATASET = "arc1/eval"
+DEFAULT_DATASET = settings.EVAL["dataset"].default
 
 
 def size_text(size: int | None) -> str:
@@ -64,10 +66,11 @@ class EvaluateScreen(ModalScreen[tuple[str, int | None] | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(f"Evaluate checkpoint {self.checkpoint.id} (step {self.checkpoint.step})")
-            yield Label("dataset (arc1/eval, arc1/train, arc2/eval, or a folder):")
+            yield Label(f"dataset ({settings.EVAL['dataset'].help}):")
             yield Input(self.dataset, id="evaluate-dataset")
             yield Label("at most this many tasks (empty: all):")
             yield Input(str(self.max_tasks or ""), id="evaluate-max-tasks", type="integer")
+            yield Static("", id="evaluate-error", classes="field-error")
             yield Label("[b]enter[/b] start   [b]esc[/b] cancel")
 
     def on_mount(self) -> None:
@@ -75,9 +78,19 @@ class EvaluateScreen(ModalScreen[tuple[str, int | None] | None]):
 
     @on(Input.Submitted)
     def submitted(self) -> None:
+        """Checked by the eval settings schema (and a folder must exist) before the dialog
+        closes; the engine checks the rest before it launches."""
         dataset = self.query_one("#evaluate-dataset", Input).value.strip() or DEFAULT_DATASET
         limit = self.query_one("#evaluate-max-tasks", Input).value.strip()
-        self.dismiss((dataset, int(limit) if limit and int(limit) > 0 else None))
+        try:
+            parsed = settings.EVAL.parse({"dataset": dataset, "max_tasks": limit})
+        except settings.SettingError as exc:
+            self.query_one("#evaluate-error", Static).update(f"↳ {exc}")
+            return
+        if parsed["dataset"] not in settings.DATASETS and not Path(dataset).expanduser().is_dir():
+            self.query_one("#evaluate-error", Static).update(f"↳ dataset: no folder at {dataset}")
+            return
+        self.dismiss((parsed["dataset"], parsed["max_tasks"]))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
