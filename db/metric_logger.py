@@ -21,7 +21,7 @@ from pathlib import Path
 
 from db.store import OwnershipLost, Store
 
-LINGER_S = 0.005          # shortest gap between two writes: batches under load
+LINGER_S = 0.04          # shortest gap between two writes: batches under load
 MAX_BUFFERED = 65_536     # rows waiting to be written before log() waits for the writer
 FLUSH_TIMEOUT_S = 60.0
 
