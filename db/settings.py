@@ -127,7 +127,7 @@ class Setting:
         low = f"{'above' if self.low_open else 'at least'} {self.low:g}" if self.low is not None else ""
         high = f"{'below' if self.high_open else 'at most'} {self.high:g}" if self.high is not None else ""
         text = " and ".join(part for part in (low, high) if part)
-        return text + (" (or empty for no limit)" if self.optional else "")
+        return text + (" (or empty)" if self.optional else "")
 
 
 @dataclass(frozen=True)
@@ -211,47 +211,50 @@ def _weight(name: str, default: float, help: str) -> Setting:
 
 TRAIN = Schema("train", (
     # data: tasks are split by task, never by example
-    Setting("dataset", str, "arc1/train", "arc1/train, arc1/eval, arc2/train, arc2/eval or a folder",
-            check=_dataset),
+    Setting("dataset", str, "arc1/train", "tasks to train on: arc1/train, arc1/eval, arc2/train, "
+            "arc2/eval or a folder", check=_dataset),
     Setting("task_ids", list, [], "only these task ids (comma-separated; empty: all)"),
-    _positive_int("max_tasks", 10, "at most this many tasks", optional=True),
-    Setting("max_grid", int, 10, "keep tasks whose grids all fit (CPU demo)", low=1, high=30, optional=True),
-    Setting("val_tasks", int, 0, "tasks held out of training for validation", low=0),
-    Setting("eval_dataset", str, None, "also validate on this dataset's test inputs", optional=True,
-            check=_dataset),
-    _positive_int("eval_max_tasks", 20, "at most this many evaluation tasks", optional=True),
-    _positive_int("max_demos", 3, "demonstration pairs per query"),
-    Setting("features", str, None, "feature store: a name under features/ or a folder", optional=True),
+    _positive_int("max_tasks", 10, "the first N tasks", optional=True),
+    Setting("max_grid", int, 10, "only tasks whose grids all fit N×N", low=1, high=30, optional=True),
+    Setting("val_tasks", int, 0, "tasks held out for validation (split by task, never by example)", low=0),
+    Setting("eval_dataset", str, None, "also validate on this dataset's test inputs, e.g. arc1/eval",
+            optional=True, check=_dataset),
+    _positive_int("eval_max_tasks", 20, "at most this many of its tasks", optional=True),
+    _positive_int("max_demos", 3, "demonstration pairs the student sees"),
+    Setting("features", str, None, "feature store (name under features/ or a folder); needed by "
+            "sage-seed, enables distillation", optional=True),
     # model
-    Setting("student", str, "standalone", "the student model", choices=STUDENTS),
-    Setting("preset", str, "tiny", "the student's size", choices=PRESETS),
+    Setting("student", str, "standalone", "standalone (reads the grids; teacher only through "
+            "distillation) or sage-seed (reads teacher features)", choices=STUDENTS),
+    Setting("preset", str, "tiny", "student size (seed: the original's 512-wide, 6 layers)", choices=PRESETS),
     # optimisation
     _positive_int("epochs", 500, "passes over the training queries"),
     _positive_int("max_steps", None, "stop after this many steps", optional=True),
     _positive_int("batch_size", 16, "queries per step"),
     _positive_int("grad_accum", 1, "micro-batches per optimizer step"),
-    Setting("lr", float, 4e-3, "peak learning rate", low=0, high=1, low_open=True, high_open=True),
+    Setting("lr", float, 4e-3, "peak learning rate (AdamW, linear warmup then cosine)", low=0, high=1,
+            low_open=True, high_open=True),
     _weight("weight_decay", 0.01, "AdamW weight decay"),
-    Setting("warmup_steps", int, 20, "linear warm-up steps", low=0),
+    Setting("warmup_steps", int, 20, "linear warmup steps", low=0),
     _weight("min_lr_ratio", 0.01, "final learning rate as a share of the peak"),
     _weight("grad_clip", 1.0, "gradient norm clip (0: none)"),
     # loss
-    Setting("loss", str, "ce", "task loss", choices=LOSSES),
+    Setting("loss", str, "ce", "task loss: ce, weighted (inverse class frequency) or focal", choices=LOSSES),
     _weight("focal_gamma", 2.0, "focal loss gamma"),
-    _weight("w_task", 1.0, "weight of the task loss (CE)"),
-    _weight("w_mse", 0.5, "weight of the feature MSE"),
-    _weight("w_cosine", 0.25, "weight of the feature cosine loss"),
+    _weight("w_task", 1.0, "weight of the task loss"),
+    _weight("w_mse", 0.5, "distillation: weight of the MSE to the teacher's features"),
+    _weight("w_cosine", 0.25, "distillation: weight of the cosine loss to the teacher's features"),
     # augmentation: dihedral x colour permutations for training, votes for evaluation
-    Setting("augment", bool, False, "augment training queries"),
-    Setting("tta_votes", int, 0, "augmentations voted over at evaluation", low=0),
+    Setting("augment", bool, False, "dihedral × colour-permutation augmentation of training queries"),
+    Setting("tta_votes", int, 0, "augmentations voted over at validation and evaluation", low=0),
     # runtime
-    Setting("device", str, "auto", DEVICE_HELP, check=_device),
-    Setting("gpu_memory_fraction", float, None, "cap this run's share of its GPU", low=0, high=1,
-            low_open=True, optional=True),
-    Setting("seed", int, 0, "random seed", low=0),
-    _positive_int("val_every_steps", 100, "validate every this many steps"),
-    _positive_int("checkpoint_every_steps", 200, "checkpoint every this many steps"),
-    _weight("checkpoint_every_minutes", 10.0, "also checkpoint every this many minutes"),
+    Setting("device", str, "auto", DEVICE_HELP + " (bf16 autocast on CUDA)", check=_device),
+    Setting("gpu_memory_fraction", float, None, "cap this run's share of its GPU's memory (a shared GPU)",
+            low=0, high=1, low_open=True, optional=True),
+    Setting("seed", int, 0, "random seed: CPU runs are deterministic for a seed", low=0),
+    _positive_int("val_every_steps", 100, "validate every N steps"),
+    _positive_int("checkpoint_every_steps", 200, "checkpoint every N steps"),
+    _weight("checkpoint_every_minutes", 10.0, "and at least every N minutes"),
     _positive_int("keep_last", 3, "checkpoints kept besides the best"),
 ), rules=(_seed_needs_features,))
 
@@ -295,3 +298,35 @@ def schema_for(kind: str) -> Schema:
         return SCHEMAS[kind]
     except KeyError:
         raise SettingError("kind", f"{kind!r} is not one of {', '.join(SCHEMAS)}") from None
+
+
+def _default_text(setting: Setting) -> str:
+    default = setting.default
+    if default is None or default == [] or default == {}:
+        return "–"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, list):
+        return f"`{','.join(default)}`"
+    return f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
+
+
+def _allowed_text(setting: Setting) -> str:
+    if setting.choices is not None:
+        return ", ".join(f"`{choice}`" for choice in setting.choices)
+    if setting.low is not None or setting.high is not None:
+        return f"{setting.type.__name__}, {setting.range_text()}"
+    return setting.type.__name__ + (", or empty" if setting.optional else "")
+
+
+def markdown_table(schema: Schema) -> str:
+    """The schema as the README's table (README.md holds this text; a test keeps it so)."""
+    lines = ["| setting | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{s.name}` | {_default_text(s)} | {_allowed_text(s)} | {s.help} |" for s in schema.settings]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m db.settings train: print the README's table
+    import sys
+
+    print(markdown_table(schema_for(sys.argv[1] if len(sys.argv) > 1 else "train")))

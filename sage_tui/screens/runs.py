@@ -16,7 +16,7 @@ from sage_tui.data import RunRow
 from sage_tui.format import clock_time, duration, status_text
 from sage_tui.screens.confirm import ConfirmScreen
 
-STATUS_FILTERS = ("all", "running", "queued", "unresponsive", "stopped", "finished", "failed", "crashed")
+STATUS_FILTERS = ("all", "running", "queued", "stopped", "finished", "failed", "crashed", "unresponsive")
 COLUMNS = [("id", 4), ("name", 14), ("kind", 7), ("status", 8), ("prog", 4), ("step", 7),
            ("epoch", 5), ("ETA", 6), ("best", 5), ("device", 6), ("started", 11),
            ("updated", 10)]
