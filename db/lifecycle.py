@@ -27,16 +27,24 @@ def _owned_by(run: Run) -> str | None:
     return f"run {run.id}'s engine (pid {pid}) still owns it: stop it first (`sage-engine stop {run.id}`)"
 
 
-def resume_refusal(run: Run) -> str | None:
+def _busy(run: Run, doing: str) -> str | None:
+    """A sentence when an engine owns the run or is about to: nothing else may act on it."""
     owned = _owned_by(run)
     if owned:
         return owned
     status = effective_status(run)
     if status in ("running", "queued"):
-        return f"run {run.id} is {status}: stop it first (`sage-engine stop {run.id}`)"
+        return f"run {run.id} is {status}: stop it before {doing} it (`sage-engine stop {run.id}`)"
+    return None
+
+
+def resume_refusal(run: Run) -> str | None:
+    busy = _busy(run, "resuming")
+    if busy:
+        return busy
     if run.kind == "eval":
         return "evaluations are not resumed: start a new evaluation of the checkpoint instead"
-    if status == "finished":
+    if effective_status(run) == "finished":
         return f"run {run.id} finished: nothing to resume"
     return None
 
@@ -49,13 +57,7 @@ def stop_refusal(run: Run) -> str | None:
 
 
 def delete_refusal(run: Run) -> str | None:
-    owned = _owned_by(run)
-    if owned:
-        return owned
-    status = effective_status(run)
-    if status in ("running", "queued"):
-        return f"run {run.id} is {status}: stop it before deleting it"
-    return None
+    return _busy(run, "deleting")
 
 
 def claim_refusal(run: Run, resuming: bool) -> str | None:
