@@ -120,26 +120,29 @@ def lease_holder(workspace: str | os.PathLike, run_id: int) -> int | None:
     return None
 
 
-def filesystem_of(path: str | os.PathLike) -> tuple[str, str]:
-    """(mount point, filesystem type) of the mount holding ``path``, from /proc/mounts."""
+def filesystem_of(path: str | os.PathLike, mount_table: str | None = None) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount holding ``path``: the longest mount
+    point above it in ``mount_table`` (default: this process's /proc/self/mounts)."""
+    if mount_table is None:
+        try:
+            with open("/proc/self/mounts") as mounts:
+                mount_table = mounts.read()
+        except OSError:
+            mount_table = ""
     target = os.path.realpath(path)
     best = ("/", "unknown")
-    try:
-        with open("/proc/self/mounts") as mounts:
-            for line in mounts:
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                mount_point = parts[1].replace("\\040", " ")
-                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best[0]):
-                    best = (mount_point, parts[2])
-    except OSError:
-        pass
+    for line in mount_table.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = parts[1].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best[0]):
+            best = (mount_point, parts[2])
     return best
 
 
-def network_filesystem(path: str | os.PathLike) -> str | None:
+def network_filesystem(path: str | os.PathLike, mount_table: str | None = None) -> str | None:
     """The filesystem type when ``path`` is on a network filesystem, else None."""
-    fs_type = filesystem_of(path)[1]
+    fs_type = filesystem_of(path, mount_table)[1]
     return fs_type if fs_type in NETWORK_FILESYSTEMS or fs_type.startswith("nfs") else None

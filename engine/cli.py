@@ -122,15 +122,25 @@ def _run_detached_or_here(args: argparse.Namespace, store: Store, run_id: int,
     return run_job(args.workspace_path, run_id, job_factory())
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
+def _train_settings(args: argparse.Namespace) -> dict:
     values = load_config_file(args.config) if args.config else {}
     values.update(parse_overrides(args.set))
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values).to_dict()
+
+
+def _extract_settings(args: argparse.Namespace) -> dict:
+    from engine import extract
+
+    try:
+        config = extract.config_from_args(args)
+        parse_settings("extract", config)
+    except ValueError as exc:  # ConfigError included
+        raise UsageError(str(exc)) from None
+    return config
 
 
 def cmd_train(args: argparse.Namespace, store: Store) -> int:
-    config = _train_config(args)
-    run = store.create_run(args.name or "train", "train", config.to_dict())
+    run = store.create_run(args.name or "train", "train", args.settings)
     if not args.name:
         store.update_run(run.id, name=f"train-{run.id}")
     print(f"created run {run.id}", file=sys.stderr)
@@ -248,16 +258,7 @@ def _check_answer(ok: bool, field: str | None = None, message: str | None = None
 
 
 def cmd_extract(args: argparse.Namespace, store: Store) -> int:
-    from engine import extract
-
-    try:
-        config = extract.config_from_args(args)
-        parse_settings("extract", config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    run = store.create_run(args.name or "extract", "extract", config)
+    run = store.create_run(args.name or "extract", "extract", args.settings)
     if not args.name:
         store.update_run(run.id, name=f"extract-{run.id}")
     print(f"created run {run.id}", file=sys.stderr)
@@ -299,7 +300,8 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
 
 COMMANDS = {"train": cmd_train, "start": cmd_start, "resume": cmd_resume, "stop": cmd_stop,
             "runs": cmd_runs, "extract": cmd_extract, "eval": cmd_eval, "export": cmd_export}
-CREATES_WORKSPACE = ("train", "extract")   # only commands that make a run may make a workspace
+# Only commands that make a run may make a workspace, once their settings are checked.
+SETTINGS_OF = {"train": _train_settings, "extract": _extract_settings}
 READS_ONLY = ("runs", "export")            # these also work in a read-only workspace
 
 
@@ -309,7 +311,7 @@ def open_workspace(command: str, workspace: Path) -> Store:
     if workspace.exists() and not workspace.is_dir():
         raise WorkspaceError(f"workspace {workspace} is a file, not a folder: pass a folder")
     if not db_path(workspace).exists():
-        if command not in CREATES_WORKSPACE:
+        if command not in SETTINGS_OF:
             raise WorkspaceError(f"no SAGE TUI workspace at {workspace} (no {db_path(workspace).name}): "
                                  f"check --workspace, or start a run there with `sage-engine train`")
         store = Store.open(workspace)
@@ -333,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         # caught, so a real bug still shows its traceback.
         try:
             args.workspace_path = resolve_workspace(args.workspace)
+            if args.command in SETTINGS_OF:
+                args.settings = SETTINGS_OF[args.command](args)
             with open_workspace(args.command, args.workspace_path) as store:
                 return COMMANDS[args.command](args, store)
         except (UserError, WorkspaceError) as exc:

@@ -235,10 +235,6 @@ def run_job(workspace: Path, run_id: int, job: Callable[[RunContext], str],
         raise
     _log_to_run_file(ctx)
     network_fs = network_filesystem(ctx.workspace)
-    if network_fs:
-        log.warning("the workspace is on a network filesystem (%s): run leases and SQLite "
-                    "locking are only reliable when every engine and dashboard runs on one "
-                    "machine", network_fs)
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: ctx.request_stop())
     status, message, details = "failed", None, None
     lost = False
@@ -249,6 +245,10 @@ def run_job(workspace: Path, run_id: int, job: Callable[[RunContext], str],
             ctx.event("started", f"{ctx.run.kind} run {run_id} engine started (pid {os.getpid()})"
                                  + (", resuming" if resumed else ""))
             ctx.start_reporter()
+            if network_fs:
+                ctx.event("warning", f"the workspace is on a network filesystem ({network_fs}): run "
+                                     f"leases and SQLite locking are only reliable when every engine "
+                                     f"and dashboard using it runs on this one machine")
         status = job(ctx)
         message = "stopped on request" if status == "stopped" else None
     except StopRequested:

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from db import lifecycle
-from db.lease import Lease, LeaseHeld, lease_holder
+from db.lease import Lease, LeaseHeld, filesystem_of, lease_holder, network_filesystem
 from db.processes import HOST, effective_status, record_engine_process
 from db.schema import MIGRATIONS
 from db.store import HEARTBEAT_STALE_S, OwnershipLost, Store, WorkspaceError, db_path
@@ -176,3 +176,16 @@ def test_lease_probe_never_makes_an_engine_fail(store):
     finally:
         done.set()
         prober.join()
+
+
+def test_network_filesystems_are_recognised_from_the_mount_table(tmp_path):
+    # The machine's own table: a local folder is not on a network filesystem.
+    assert network_filesystem(tmp_path) is None
+    # STAND-IN: no NFS server here, so a mount table as Linux writes it for one.
+    table = ("/dev/sda1 / ext4 rw 0 0\n"
+             "server:/export /mnt/shared nfs4 rw,vers=4.2 0 0\n"
+             "//nas/share /mnt/nas cifs rw 0 0\n")
+    assert network_filesystem("/mnt/shared/ws", table) == "nfs4"
+    assert network_filesystem("/mnt/nas", table) == "cifs"
+    assert network_filesystem("/mnt/sharedother", table) is None
+    assert filesystem_of("/home/x", table) == ("/", "ext4")

@@ -124,6 +124,8 @@ def test_reading_commands_never_create_a_workspace(tmp_path):
     for args in (["runs"], ["stop", "1"], ["resume", "1"], ["export", "--run", "1"]):
         result = engine(typo, *args)
         assert result.returncode == 2 and "no SAGE TUI workspace" in result.stderr, result.stderr
+    # A command that creates runs creates its workspace only for settings that will run.
+    assert engine(typo, "train", "--set", "lr=nan").returncode == 2
     assert not typo.exists()
 
 
@@ -168,3 +170,11 @@ def test_a_feature_store_that_lacks_examples_is_caught_by_check(workspace, tmp_p
 def test_extract_with_a_teacher_but_no_model_folder_is_a_usage_error(workspace):
     result = engine(workspace, "extract", "--teacher", "gr00t")
     assert result.returncode == 2 and "model_path" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_creates_a_missing_workspace_and_says_so(tmp_path):
+    fresh = tmp_path / "fresh"
+    result = engine(fresh, "train", "--set", "max_steps=1", "--set", "max_tasks=1", "--set", "max_grid=6",
+                    "--set", "val_every_steps=1000")
+    assert result.returncode == 0, result.stderr
+    assert f"created workspace {fresh}" in result.stderr and (fresh / "sage.db").exists()
