@@ -3,7 +3,10 @@
 ``log()`` costs a list append under a lock. A background thread writes what is buffered
 in one transaction on its own connection:
 
-- when it is idle, at once, so a new point reaches readers within milliseconds;
+- when it is idle, within ``IDLE_POLL_S``, so a new point reaches readers within
+  milliseconds (it looks for rows on a short period rather than being woken by
+  ``log()``: a wake-up handed over in ``log()`` made the training loop wait for the GIL
+  while the writer ran, up to the interpreter's 5 ms switch interval);
 - under load, at most one transaction per ``LINGER_S``: whatever arrived meanwhile is
   written as one batch, so a fast loop pays one commit per batch, not per value;
 - the buffer is bounded (``max_buffered`` rows): a producer faster than the disk waits
@@ -21,7 +24,8 @@ from pathlib import Path
 
 from db.store import OwnershipLost, Store
 
-LINGER_S = 0.04          # shortest gap between two writes: batches under load
+IDLE_POLL_S = 0.01        # how often an idle writer looks for new rows
+LINGER_S = 0.04           # shortest gap between two writes: batches under load
 MAX_BUFFERED = 65_536     # rows waiting to be written before log() waits for the writer
 FLUSH_TIMEOUT_S = 60.0
 
@@ -38,7 +42,6 @@ class MetricLogger:
         self._changed = threading.Condition()  # rows logged, rows written, flush, close
         self._logged = 0                       # rows ever logged
         self._written = 0                      # rows ever committed
-        self._writer_idle = False
         self._flush_requested = False
         self._closed = False
         self.error: BaseException | None = None
@@ -66,8 +69,6 @@ class MetricLogger:
                 self._raise_error()
             self._buffer.extend(rows)
             self._logged += len(rows)
-            if self._writer_idle:
-                self._changed.notify_all()
 
     def flush(self) -> None:
         """Block until everything logged so far is in the database."""
@@ -100,9 +101,8 @@ class MetricLogger:
                 self._changed.wait_for(lambda: self._closed or self._flush_requested,
                                        timeout=self.flush_interval)
             else:
-                self._writer_idle = True
-                self._changed.wait_for(lambda: self._buffer or self._closed)
-                self._writer_idle = False
+                while not (self._buffer or self._closed):
+                    self._changed.wait(IDLE_POLL_S)
                 linger = last_write + LINGER_S - time.monotonic()
                 if linger > 0:  # written a moment ago: let this batch fill a little
                     full = self.max_buffered is not None and len(self._buffer) >= self.max_buffered
