@@ -20,6 +20,8 @@ from db.lease import filesystem_of
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 NEARLY_FULL_BYTES = 1 << 20  # a write failing with less than this free is a full disk
+RESERVE_BYTES = 1 << 20      # room an engine keeps aside to record how its run ended
+RESERVE_NAME = ".space-reserve"
 
 
 class DiskFull(OSError):
@@ -45,6 +47,31 @@ def free_space_text(path: str | os.PathLike) -> str:
     except OSError:
         return f"on {mount} ({fs_type})"
     return f"{size_text(usage.free)} free of {size_text(usage.total)} on {mount} ({fs_type})"
+
+
+def reserve_space(folder: Path) -> Path | None:
+    """Set ``RESERVE_BYTES`` of real disk aside in ``folder`` (a file of zeros), so that a
+    run that fills the disk can still free room to record why it ended. None when there
+    is no room even for that."""
+    path = Path(folder) / RESERVE_NAME
+    try:
+        with open(path, "wb") as handle:
+            handle.write(bytes(RESERVE_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The first exception of a chain (what a wrapper was raised from)."""
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))
+    return exc
 
 
 def is_disk_full(exc: BaseException) -> bool:

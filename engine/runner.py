@@ -24,7 +24,7 @@ from typing import Callable
 import psutil
 
 from db import lifecycle
-from db.fsutil import free_space_text, is_disk_full
+from db.fsutil import DiskFull, free_space_text, is_disk_full, reserve_space, root_cause
 from db.lease import Lease, network_filesystem
 from db.metric_logger import MetricLogger
 from db.store import OwnershipLost, Store, WorkspaceError, run_dir_relative
@@ -61,6 +61,7 @@ class RunContext:
         self.run_dir = self.workspace / run_dir_relative(run_id)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics: MetricLogger | None = None
+        self.space_reserve: Path | None = None  # freed to record the end on a full disk
         self._stop = threading.Event()
         self._progress: dict = {}
         self._gauges: dict[str, float] = {}
@@ -131,6 +132,7 @@ class RunContext:
                                 proc_start_time=me.create_time(),
                                 device=self.config.get("device"), owner=token)
         self.store.act_as_owner(token)
+        self.space_reserve = reserve_space(self.run_dir)
         self.metrics = MetricLogger(self.workspace, self.run_id, owner=token)
 
     def _report_loop(self) -> None:
@@ -187,10 +189,18 @@ def one_line(exc: BaseException) -> str:
 
 
 def _failure_reason(exc: BaseException, ctx: RunContext) -> str:
-    reason = one_line(exc)
-    if is_disk_full(exc) and " free " not in reason:
-        reason += f" ({free_space_text(ctx.workspace)})"
-    return reason
+    """One line; a full disk says so, with the free space and the filesystem, whatever
+    wrapped the error on its way up (the metric logger, torch.save)."""
+    if not is_disk_full(exc):
+        return one_line(exc)
+    chain, seen = exc, set()
+    while chain is not None and id(chain) not in seen:  # the helper's own message says it best
+        if isinstance(chain, DiskFull):
+            return str(chain)
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
+    cause = " ".join(str(root_cause(exc)).split())
+    return f"disk full: {cause} ({free_space_text(ctx.workspace)})"[:500]
 
 
 def _log_to_run_file(ctx: RunContext) -> None:
@@ -280,6 +290,9 @@ def _record_end(ctx: RunContext, status: str, message: str | None,
     """Flush what is buffered and write the run's final status and reason. A flush that
     fails (a full disk) turns the end into ``failed`` with that reason; a reason that
     cannot be written at all is logged. Returns (status, message, ownership lost)."""
+    if ctx.space_reserve is not None:  # the room kept aside: enough to write the end
+        ctx.space_reserve.unlink(missing_ok=True)
+        ctx.space_reserve = None
     try:
         ctx.flush()
     except OwnershipLost as exc:

@@ -96,15 +96,13 @@ def test_a_full_disk_fails_the_run_with_its_reason_and_keeps_earlier_checkpoints
                 if store.checkpoints(run.id):
                     break
             time.sleep(0.02)
-        with open(small_disk / "ballast", "wb") as ballast:
+        with open(small_disk / "ballast", "wb") as ballast:  # not one byte left
             try:
                 while True:
                     ballast.write(b"\0" * (1 << 16))
                     ballast.flush()
             except OSError:
                 pass
-        # Room for the database to record a reason, not for another checkpoint.
-        os.truncate(small_disk / "ballast", os.path.getsize(small_disk / "ballast") - (256 << 10))
 
     filler = threading.Thread(target=fill_disk_after_first_checkpoint)
     filler.start()
@@ -165,3 +163,20 @@ def test_a_read_only_workspace_reads_and_says_read_only_for_writes(read_only_wor
         result = engine(*args, "--workspace", str(read_only_workspace))
         assert result.returncode == 2 and "is read-only" in result.stderr, (args, result.stderr)
         assert "move it aside" not in result.stderr
+
+
+async def test_the_dashboard_browses_a_read_only_workspace(read_only_workspace):
+    from textual.widgets import DataTable
+
+    from db.store import WorkspaceReadOnly
+    from sage_tui import control
+    from sage_tui.app import SageApp
+    from tests.tui.helpers import wait_until
+
+    app = SageApp(read_only_workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query(DataTable) and app.screen.query_one(DataTable).row_count == 1,
+                         timeout=20, what="the run listed")
+        assert [n.message for n in app._notifications if n.severity == "error"] == []
+    with pytest.raises(WorkspaceReadOnly, match="is read-only"):
+        control.delete_run(read_only_workspace, 1)
