@@ -321,9 +321,9 @@ class Store:
         if not updated:
             raise OwnershipLost(f"run {run_id} is no longer owned by this engine: not writing to it")
 
-    def _check_owner(self, run_id: int) -> None:
-        """Inside a write transaction: raise OwnershipLost unless this store's owner
-        token (if any) still owns ``run_id``."""
+    def check_owner(self, run_id: int) -> None:
+        """Raise OwnershipLost unless this store's owner token (if any) still owns
+        ``run_id``. Inside a write transaction, the check and the write are one."""
         if self.owner_token is None:
             return
         row = self.conn.execute("SELECT owner FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -396,7 +396,7 @@ class Store:
         """
         encoded = [(run_id, self.key_id(key), step, value, wall) for key, step, value, wall in rows]
         with self.transaction():
-            self._check_owner(run_id)
+            self.check_owner(run_id)
             self.conn.executemany(
                 "INSERT OR REPLACE INTO metrics (run_id, key_id, step, value, wall_time) "
                 "VALUES (?, ?, ?, ?, ?)", encoded)
@@ -407,7 +407,7 @@ class Store:
         """Delete rows logged after ``step`` (a resume point) and bump the run's revision,
         so readers holding those rows know to read the series again."""
         with self.transaction():
-            self._check_owner(run_id)
+            self.check_owner(run_id)
             deleted = self.conn.execute(
                 "DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step)).rowcount
             boundary = step >> BLOCK_SHIFT
@@ -515,7 +515,7 @@ class Store:
     # ----------------------------------------------------------------- events
     def add_event(self, run_id: int, kind: str, message: str, data: dict | None = None) -> None:
         with self.transaction():
-            self._check_owner(run_id)
+            self.check_owner(run_id)
             self.conn.execute(
                 "INSERT INTO events (run_id, t, kind, message, data) VALUES (?, ?, ?, ?, ?)",
                 (run_id, time.time(), kind, message, json.dumps(data) if data is not None else None))
@@ -551,7 +551,7 @@ class Store:
     def add_checkpoint(self, run_id: int, step: int, epoch: float | None, path: str,
                        size_bytes: int, metrics: dict, reason: str) -> int:
         with self.transaction():
-            self._check_owner(run_id)
+            self.check_owner(run_id)
             return self.conn.execute(
                 "INSERT INTO checkpoints (run_id, step, epoch, path, size_bytes, metrics, created_at, "
                 "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -576,7 +576,7 @@ class Store:
         with self.transaction():
             row = self.conn.execute("SELECT run_id FROM checkpoints WHERE id = ?", (checkpoint_id,)).fetchone()
             if row is not None:
-                self._check_owner(row[0])
+                self.check_owner(row[0])
             self.conn.execute("DELETE FROM checkpoints WHERE id = ?", (checkpoint_id,))
 
     # ------------------------------------------------------------ evaluations
@@ -589,7 +589,7 @@ class Store:
         pass1 = sum(t.solved_pass1 / t.n_test_inputs for t in task_scores) / n_tasks if n_tasks else 0.0
         pass2 = sum(t.score for t in task_scores) / n_tasks if n_tasks else 0.0
         with self.transaction():
-            self._check_owner(run_id)
+            self.check_owner(run_id)
             cursor = self.conn.execute(
                 "INSERT INTO evaluations (run_id, source_run_id, checkpoint_id, dataset, created_at, "
                 "n_tasks, n_test_inputs, score_pass1, score_pass2, summary) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -667,7 +667,7 @@ class Store:
         t = time.time() if t is None else t
         with self.transaction():
             if run_id is not None:
-                self._check_owner(run_id)
+                self.check_owner(run_id)
             self.conn.executemany(
                 "INSERT INTO system_samples (run_id, t, key, value) VALUES (?, ?, ?, ?)",
                 [(run_id, t, k, v) for k, v in samples.items()])

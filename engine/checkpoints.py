@@ -41,6 +41,7 @@ def load_state(path: Path) -> dict:
 def save_checkpoint(store: Store, workspace: Path, run_id: int, run_dir: Path, state: dict,
                     step: int, epoch: float, metrics: dict, reason: str) -> Checkpoint:
     path = checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+    store.check_owner(run_id)  # an engine that lost its run writes no file into it either
     size = write_atomically(state, path)
     relative = str(path.resolve().relative_to(workspace.resolve()))
     # A checkpoint of the same step (a stop right after a periodic save) replaces the old row.

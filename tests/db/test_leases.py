@@ -189,3 +189,16 @@ def test_network_filesystems_are_recognised_from_the_mount_table(tmp_path):
     assert network_filesystem("/mnt/nas", table) == "cifs"
     assert network_filesystem("/mnt/sharedother", table) is None
     assert filesystem_of("/home/x", table) == ("/", "ext4")
+
+
+def test_an_engine_that_lost_its_run_writes_no_checkpoint_file(store, workspace, tmp_path):
+    from engine.checkpoints import save_checkpoint
+
+    run = store.create_run("r", "train", {})
+    store.mark_running(run.id, os.getpid(), HOST, 1.0, owner="new-token")
+    old_engine = Store.open(workspace).act_as_owner("old-token")
+    run_dir = workspace / "runs" / f"{run.id:04d}"
+    with pytest.raises(OwnershipLost):
+        save_checkpoint(old_engine, workspace, run.id, run_dir, {"step": 3}, 3, 0.0, {}, "stop")
+    assert not (run_dir / "checkpoints").exists()
+    old_engine.close()
