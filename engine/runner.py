@@ -193,14 +193,20 @@ def _failure_reason(exc: BaseException, ctx: RunContext) -> str:
     wrapped the error on its way up (the metric logger, torch.save)."""
     if not is_disk_full(exc):
         return one_line(exc)
+    reason = None
+    if isinstance(exc, (UserError, WorkspaceError)):
+        reason = one_line(exc)  # the job explained it already
     chain, seen = exc, set()
-    while chain is not None and id(chain) not in seen:  # the helper's own message says it best
-        if isinstance(chain, DiskFull):
-            return str(chain)
+    while reason is None and chain is not None and id(chain) not in seen:
+        if isinstance(chain, DiskFull):  # the atomic-write helper's own message
+            reason = str(chain)
         seen.add(id(chain))
         chain = chain.__cause__ or chain.__context__
-    cause = " ".join(str(root_cause(exc)).split())
-    return f"disk full: {cause} ({free_space_text(ctx.workspace)})"[:500]
+    if reason is None:
+        reason = "disk full: " + " ".join(str(root_cause(exc)).split())
+    if " free " not in reason:
+        reason += f" ({free_space_text(ctx.workspace)})"
+    return reason[:500]
 
 
 def _log_to_run_file(ctx: RunContext) -> None:
