@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
 
+from db.lease import Lease  # noqa: E402
 from db.store import Store  # noqa: E402
 
 RUNS = 20
@@ -132,9 +133,10 @@ class LiveWriter:
 
 def write_live(workspace: Path, run_id: int, steps_per_s: float = 10.0) -> None:
     """The live writer's process: runs until terminated."""
+    lease = Lease.acquire(workspace, run_id)  # as an engine: the run is live while this is held
     with Store.open(workspace) as store:
         store.mark_running(run_id, os.getpid(), socket.gethostname(),
-                           psutil.Process().create_time(), device="cpu")
+                           psutil.Process().create_time(), device="cpu", owner=lease.token)
         step = 0
         while True:
             time.sleep(1 / steps_per_s)

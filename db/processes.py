@@ -1,5 +1,7 @@
 """Engine processes: launching them detached, checking they are alive, signalling them.
 
+Whether an engine still owns its run is told by the run's lease (db/lease.py).
+
 A run's row records the engine's pid, host and process start time. A process is only
 ever signalled when all three match, so a reused pid is never hit.
 """
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from db.store import HEARTBEAT_STALE_S, Run
+from db.lease import lease_holder
+from db.store import HEARTBEAT_STALE_S, TERMINAL_STATUSES, Run, Store
 
 HOST = socket.gethostname()
 QUEUED_START_S = 120.0  # an engine that has not marked its run running by then never will
@@ -35,19 +38,43 @@ def process_matches(pid: int | None, host: str | None, start_time: float | None)
 
 
 def effective_status(run: Run, now: float | None = None) -> str:
-    """The stored status, except that a running run whose engine vanished (on this host)
-    or whose heartbeat is older than HEARTBEAT_STALE_S is reported ``crashed``."""
+    """What a run really is now. The stored status, except:
+
+    - a run on this host is judged by its lease (db/lease.py), which the kernel drops
+      the moment its engine dies: ``running`` with the lease free is ``crashed`` at once;
+      ``running`` with the lease held but a heartbeat older than HEARTBEAT_STALE_S is
+      ``unresponsive`` (stopped with SIGSTOP or Ctrl-Z, or hung: it still owns the run);
+    - ``queued`` whose starting process is gone without ever taking the lease is
+      ``crashed`` (an engine killed during start-up);
+    - a run on another host (only its heartbeat is visible) is ``crashed`` once silent
+      for HEARTBEAT_STALE_S."""
     now = time.time() if now is None else now
-    if run.status == "queued" and run.pid is None and now - run.created_at > QUEUED_START_S:
-        return "crashed"  # launched but never came up: its log says why
-    if run.status != "running":
+    if run.status in TERMINAL_STATUSES:
         return run.status
-    if run.host == HOST and run.pid is not None and not process_matches(
-            run.pid, run.host, run.proc_start_time):
+    stale = run.heartbeat_at is not None and now - run.heartbeat_at > HEARTBEAT_STALE_S
+    if run.host not in (None, HOST) or run.workspace is None:
+        if run.status == "queued":
+            return "crashed" if now - run.created_at > QUEUED_START_S else "queued"
+        return "crashed" if stale else run.status
+    holder = lease_holder(run.workspace, run.id)
+    if run.status == "queued":
+        if holder is not None:
+            return "queued"  # its engine is up and about to mark it running
+        if run.pid is not None:
+            return "queued" if process_matches(run.pid, run.host, run.proc_start_time) else "crashed"
+        return "crashed" if now - run.created_at > QUEUED_START_S else "queued"
+    if holder is None:
         return "crashed"
-    if run.heartbeat_at is not None and now - run.heartbeat_at > HEARTBEAT_STALE_S:
-        return "crashed"
-    return "running"
+    return "unresponsive" if stale else "running"
+
+
+def record_engine_process(store: Store, run_id: int, pid: int) -> None:
+    """Note on a queued run which process is starting it (see effective_status)."""
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return  # already gone: the run reads as never started, which is the truth
+    store.set_engine_process(run_id, pid, HOST, started)
 
 
 def engine_command(*args: str, launcher: str = "python") -> list[str]:

@@ -180,7 +180,52 @@ UPDATE metric_blocks SET
                    AND m.key_id = metric_blocks.key_id AND m.step = metric_blocks.max_step);
 """
 
-MIGRATIONS: list[str] = [MIGRATION_V1, MIGRATION_V2, MIGRATION_V3, MIGRATION_V4]
+MIGRATION_V5 = """
+-- Run ids are never reused: AUTOINCREMENT, seeded above every id any table ever saw, so
+-- an engine that outlived its run can never write into a new run of the same id. The
+-- owner column holds the token of the engine that owns the run (its lease), and every engine
+-- write checks it. SQLite cannot add AUTOINCREMENT to a table: rebuild it.
+CREATE TABLE runs_v5 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    heartbeat_at REAL,
+    pid INTEGER,
+    host TEXT,
+    proc_start_time REAL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER,
+    epoch REAL,
+    progress REAL,
+    eta_s REAL,
+    device TEXT,
+    log_path TEXT,
+    message TEXT,
+    metrics_revision INTEGER NOT NULL DEFAULT 0,
+    owner TEXT                          -- token of the engine holding the run's lease
+);
+INSERT INTO runs_v5 (id, name, kind, status, config, created_at, started_at, ended_at,
+    heartbeat_at, pid, host, proc_start_time, step, total_steps, epoch, progress, eta_s,
+    device, log_path, message, metrics_revision)
+    SELECT id, name, kind, status, config, created_at, started_at, ended_at, heartbeat_at,
+    pid, host, proc_start_time, step, total_steps, epoch, progress, eta_s, device, log_path,
+    message, metrics_revision FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v5 RENAME TO runs;
+DELETE FROM sqlite_sequence WHERE name = 'runs';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'runs', COALESCE(MAX(id), 0) FROM (
+    SELECT MAX(id) AS id FROM runs UNION ALL SELECT MAX(run_id) FROM metrics
+    UNION ALL SELECT MAX(run_id) FROM events UNION ALL SELECT MAX(run_id) FROM checkpoints
+    UNION ALL SELECT MAX(run_id) FROM evaluations UNION ALL SELECT MAX(source_run_id) FROM evaluations
+    UNION ALL SELECT MAX(run_id) FROM control);
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_V1, MIGRATION_V2, MIGRATION_V3, MIGRATION_V4, MIGRATION_V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -192,12 +237,8 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
-    """Apply the migrations from the database's version up to ``target``.
-
-    Returns the version reached. Each migration runs in its own transaction, so a
-    failure leaves the database at the last complete version.
-    """
+def refuse_newer(conn: sqlite3.Connection) -> None:
+    """Raise SchemaTooNew for a database written by a newer SAGE TUI; reads only."""
     current = schema_version(conn)
     if current > SCHEMA_VERSION:
         raise SchemaTooNew(
@@ -205,6 +246,16 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
             f"only knows versions up to {SCHEMA_VERSION}: upgrade sage-tui "
             f"(pip install -U sage-tui) or open another workspace"
         )
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Apply the migrations from the database's version up to ``target``.
+
+    Returns the version reached. Each migration runs in its own transaction, so a
+    failure leaves the database at the last complete version.
+    """
+    refuse_newer(conn)
+    current = schema_version(conn)
     for version in range(current, target):
         conn.execute("BEGIN IMMEDIATE")
         try:

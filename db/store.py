@@ -11,13 +11,13 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
 import sqlite_utils
 
-from db.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
+from db.schema import SCHEMA_VERSION, SchemaTooNew, migrate, refuse_newer, schema_version
 
 DB_FILENAME = "sage.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -31,6 +31,19 @@ HEARTBEAT_STALE_S = 30.0
 
 class WorkspaceError(RuntimeError):
     """A problem with the workspace a user can fix; the message says how."""
+
+
+class WorkspaceReadOnly(WorkspaceError):
+    """The workspace cannot be written: reading commands still work."""
+
+    def __init__(self, workspace: Path):
+        super().__init__(f"the workspace {workspace} is read-only: this command writes to it "
+                         f"(`sage-engine runs`, `export` and the dashboard still work read-only)")
+
+
+class OwnershipLost(RuntimeError):
+    """This engine no longer owns its run (another engine took it, or it was deleted):
+    it must not write another byte to it."""
 
 
 @dataclass
@@ -56,12 +69,14 @@ class Run:
     log_path: str | None = None
     message: str | None = None
     metrics_revision: int = 0
+    owner: str | None = None            # token of the engine holding the run's lease
+    workspace: Path | None = field(default=None, compare=False)  # where its lease lives
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Run":
-        values = {f.name: row[f.name] for f in fields(cls)}
+    def from_row(cls, row: sqlite3.Row, workspace: Path | None = None) -> "Run":
+        values = {f.name: row[f.name] for f in fields(cls) if f.name != "workspace"}
         values["config"] = json.loads(values["config"] or "{}")
-        return cls(**values)
+        return cls(**values, workspace=workspace)
 
 
 @dataclass
@@ -242,6 +257,13 @@ class Store:
         self.readonly = readonly
         self.db = sqlite_utils.Database(conn)
         self._key_ids: dict[str, int] = {}
+        self.owner_token: str | None = None  # set by an engine: its writes check it
+
+    def act_as_owner(self, token: str) -> "Store":
+        """From now on every write to a run checks that this token still owns it, and
+        raises OwnershipLost otherwise."""
+        self.owner_token = token
+        return self
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -255,16 +277,24 @@ class Store:
         except OSError as exc:
             raise WorkspaceError(f"cannot create workspace folder {workspace}: {exc.strerror}") from exc
         path = db_path(workspace)
+        if not os.access(workspace, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise WorkspaceReadOnly(workspace)
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
             _configure(conn)
+            # Before anything that writes (WAL switch, migrations): a newer database is
+            # refused untouched.
+            refuse_newer(conn)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA temp_store = MEMORY")
             migrate(conn)
         except SchemaTooNew as exc:
+            conn.close()
             raise WorkspaceError(str(exc)) from exc
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc) or "read-only" in str(exc):
+                raise WorkspaceReadOnly(workspace) from exc
             raise WorkspaceError(
                 f"{path} is not a readable SAGE TUI database ({exc}); "
                 f"move it aside or choose another workspace"
@@ -277,10 +307,16 @@ class Store:
         path = db_path(workspace)
         if not path.exists():
             raise WorkspaceError(f"no workspace database at {path}: start a run first")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=True, timeout=BUSY_TIMEOUT_MS / 1000)
-        _configure(conn)
-        version = schema_version(conn)
+        # A workspace on read-only media cannot hold the WAL index SQLite needs to read:
+        # there nothing can write either, so the file is read as immutable.
+        immutable = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True, isolation_level=None,
+                                   check_same_thread=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            _configure(conn)
+            version = schema_version(conn)
+        except sqlite3.DatabaseError as exc:
+            raise WorkspaceError(f"{path} is not a readable SAGE TUI database ({exc})") from exc
         if version > SCHEMA_VERSION:
             conn.close()
             raise WorkspaceError(
@@ -288,6 +324,16 @@ class Store:
                 f"SAGE TUI knows ({SCHEMA_VERSION}): upgrade sage-tui"
             )
         return cls(conn, path, readonly=True)
+
+    @staticmethod
+    def database_current(workspace: str | os.PathLike) -> bool:
+        """True when the workspace database exists at this version's schema (nothing to
+        create or migrate), so a reader may use it without a writable workspace."""
+        try:
+            with Store.open_readonly(workspace) as store:
+                return schema_version(store.conn) == SCHEMA_VERSION
+        except WorkspaceError:
+            return False
 
     def close(self) -> None:
         self.conn.close()
@@ -320,28 +366,56 @@ class Store:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise WorkspaceError(f"no run {run_id} in {self.path}: list runs with `sage-engine runs`")
-        return Run.from_row(row)
+        return Run.from_row(row, self.workspace)
 
     def list_runs(self) -> list[Run]:
         rows = self.conn.execute("SELECT * FROM runs ORDER BY id DESC").fetchall()
-        return [Run.from_row(r) for r in rows]
+        return [Run.from_row(r, self.workspace) for r in rows]
 
     def update_run(self, run_id: int, **values: Any) -> None:
+        """Set columns of a run's row. An engine's store (act_as_owner) writes only while
+        its token still owns the run."""
         if "config" in values:
             values["config"] = json.dumps(values["config"])
         columns = ", ".join(f"{k} = ?" for k in values)
-        self.conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*values.values(), run_id))
+        if self.owner_token is None:
+            self.conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*values.values(), run_id))
+            return
+        updated = self.conn.execute(f"UPDATE runs SET {columns} WHERE id = ? AND owner = ?",
+                                    (*values.values(), run_id, self.owner_token)).rowcount
+        if not updated:
+            raise OwnershipLost(f"run {run_id} is no longer owned by this engine: not writing to it")
+
+    def check_owner(self, run_id: int) -> None:
+        """Raise OwnershipLost unless this store's owner token (if any) still owns
+        ``run_id``. Inside a write transaction, the check and the write are one."""
+        if self.owner_token is None:
+            return
+        row = self.conn.execute("SELECT owner FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row[0] != self.owner_token:
+            raise OwnershipLost(f"run {run_id} is no longer owned by this engine: not writing to it")
+
+    def set_engine_process(self, run_id: int, pid: int, host: str, proc_start_time: float) -> None:
+        """Record the process that is starting a queued run, so a reader can tell an
+        engine still starting from one that died before taking its lease."""
+        self.conn.execute("UPDATE runs SET pid = ?, host = ?, proc_start_time = ? "
+                          "WHERE id = ? AND status = 'queued'", (pid, host, proc_start_time, run_id))
 
     def mark_running(self, run_id: int, pid: int, host: str, proc_start_time: float,
-                     device: str | None = None) -> None:
-        """This process now runs the run. A stop request left unhandled by a previous
-        engine (one that stopped on SIGTERM before reading it) is void, so a resumed run
-        does not stop at once."""
+                     device: str | None = None, owner: str | None = None) -> None:
+        """This process now runs the run (``owner``: the token of the lease it holds;
+        from now on only writes carrying that token are accepted). A stop request left
+        unhandled by a previous engine (one that stopped on SIGTERM before reading it)
+        is void, so a resumed run does not stop at once."""
         now = time.time()
         with self.transaction():
-            self.update_run(run_id, status="running", pid=pid, host=host,
-                            proc_start_time=proc_start_time, started_at=now, heartbeat_at=now,
-                            ended_at=None, message=None, device=device)
+            updated = self.conn.execute(
+                "UPDATE runs SET status = 'running', pid = ?, host = ?, proc_start_time = ?, "
+                "started_at = ?, heartbeat_at = ?, ended_at = NULL, message = NULL, device = ?, "
+                "owner = ? WHERE id = ?",
+                (pid, host, proc_start_time, now, now, device, owner, run_id)).rowcount
+            if not updated:
+                raise WorkspaceError(f"no run {run_id} in {self.path}: it was deleted")
             self.conn.execute("UPDATE control SET handled_at = ? WHERE run_id = ? AND handled_at IS NULL",
                               (now, run_id))
 
@@ -387,6 +461,7 @@ class Store:
         """
         encoded = [(run_id, self.key_id(key), step, value, wall) for key, step, value, wall in rows]
         with self.transaction():
+            self.check_owner(run_id)
             self.conn.executemany(
                 "INSERT OR REPLACE INTO metrics (run_id, key_id, step, value, wall_time) "
                 "VALUES (?, ?, ?, ?, ?)", encoded)
@@ -397,6 +472,7 @@ class Store:
         """Delete rows logged after ``step`` (a resume point) and bump the run's revision,
         so readers holding those rows know to read the series again."""
         with self.transaction():
+            self.check_owner(run_id)
             deleted = self.conn.execute(
                 "DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step)).rowcount
             boundary = step >> BLOCK_SHIFT
@@ -503,9 +579,11 @@ class Store:
 
     # ----------------------------------------------------------------- events
     def add_event(self, run_id: int, kind: str, message: str, data: dict | None = None) -> None:
-        self.conn.execute(
-            "INSERT INTO events (run_id, t, kind, message, data) VALUES (?, ?, ?, ?, ?)",
-            (run_id, time.time(), kind, message, json.dumps(data) if data is not None else None))
+        with self.transaction():
+            self.check_owner(run_id)
+            self.conn.execute(
+                "INSERT INTO events (run_id, t, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+                (run_id, time.time(), kind, message, json.dumps(data) if data is not None else None))
 
     def events(self, run_id: int | None = None, after_id: int = 0, limit: int = 500) -> list[Event]:
         where, params = "id > ?", [after_id]
@@ -537,10 +615,13 @@ class Store:
     # ------------------------------------------------------------ checkpoints
     def add_checkpoint(self, run_id: int, step: int, epoch: float | None, path: str,
                        size_bytes: int, metrics: dict, reason: str) -> int:
-        return self.db["checkpoints"].insert(
-            {"run_id": run_id, "step": step, "epoch": epoch, "path": path,
-             "size_bytes": size_bytes, "metrics": json.dumps(metrics),
-             "created_at": time.time(), "reason": reason}).last_pk
+        with self.transaction():
+            self.check_owner(run_id)
+            return self.conn.execute(
+                "INSERT INTO checkpoints (run_id, step, epoch, path, size_bytes, metrics, created_at, "
+                "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, step, epoch, path, size_bytes, json.dumps(metrics), time.time(), reason)
+            ).lastrowid
 
     def checkpoints(self, run_id: int) -> list[Checkpoint]:
         rows = self.conn.execute(
@@ -557,7 +638,11 @@ class Store:
         return next(c for c in self.checkpoints(row[0]) if c.id == checkpoint_id)
 
     def delete_checkpoint(self, checkpoint_id: int) -> None:
-        self.conn.execute("DELETE FROM checkpoints WHERE id = ?", (checkpoint_id,))
+        with self.transaction():
+            row = self.conn.execute("SELECT run_id FROM checkpoints WHERE id = ?", (checkpoint_id,)).fetchone()
+            if row is not None:
+                self.check_owner(row[0])
+            self.conn.execute("DELETE FROM checkpoints WHERE id = ?", (checkpoint_id,))
 
     # ------------------------------------------------------------ evaluations
     def add_evaluation(self, run_id: int, source_run_id: int | None, checkpoint_id: int | None,
@@ -569,6 +654,7 @@ class Store:
         n_tasks = len(task_scores)
         pass1, pass2 = arc_score(task_scores)
         with self.transaction():
+            self.check_owner(run_id)
             cursor = self.conn.execute(
                 "INSERT INTO evaluations (run_id, source_run_id, checkpoint_id, dataset, created_at, "
                 "n_tasks, n_test_inputs, score_pass1, score_pass2, summary) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -687,6 +773,8 @@ class Store:
                            t: float | None = None) -> None:
         t = time.time() if t is None else t
         with self.transaction():
+            if run_id is not None:
+                self.check_owner(run_id)
             self.conn.executemany(
                 "INSERT INTO system_samples (run_id, t, key, value) VALUES (?, ?, ?, ?)",
                 [(run_id, t, k, v) for k, v in samples.items()])

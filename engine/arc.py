@@ -146,6 +146,9 @@ def load_folder(folder: str | Path) -> Dataset:
         except json.JSONDecodeError as exc:
             problems.append(TaskProblem(str(path), f"not valid JSON ({exc.msg} at line {exc.lineno})"))
             continue
+        except RecursionError:
+            problems.append(TaskProblem(str(path), "nested too deeply to be an ARC task"))
+            continue
         try:
             tasks.append(parse_task(path.stem, data))
         except ValueError as exc:

@@ -8,11 +8,11 @@ one never runs code from it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from db.fsutil import atomic_write
 from db.store import Checkpoint, Store, best_checkpoint_id
 from engine.errors import UserError
 
@@ -25,20 +25,8 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def write_atomically(state: dict, path: Path) -> int:
-    """Save ``state`` to ``path`` via a temporary file; returns the size in bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
-    return path.stat().st_size
+    """Save ``state`` to ``path`` whole or not at all; returns the size in bytes."""
+    return atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_state(path: Path) -> dict:
@@ -53,6 +41,7 @@ def load_state(path: Path) -> dict:
 def save_checkpoint(store: Store, workspace: Path, run_id: int, run_dir: Path, state: dict,
                     step: int, epoch: float, metrics: dict, reason: str) -> Checkpoint:
     path = checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+    store.check_owner(run_id)  # an engine that lost its run writes no file into it either
     size = write_atomically(state, path)
     relative = str(path.resolve().relative_to(workspace.resolve()))
     # A checkpoint of the same step (a stop right after a periodic save) replaces the old row.

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from functools import partial
 from pathlib import Path
 
-from db.processes import effective_status, launch_engine, signal_engine
-from db.store import Store, WorkspaceError
+from db import lifecycle
+from db.processes import effective_status, launch_engine, record_engine_process, signal_engine
+from db.store import Store, WorkspaceError, WorkspaceReadOnly, db_path
 from db.workspace import resolve_workspace
-from engine.config import ConfigError, TrainConfig, load_config_file, parse_overrides
+from engine.config import ConfigError, TrainConfig, load_config_file, parse_overrides, parse_settings
 from engine.errors import UserError
 
 
@@ -70,7 +72,8 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="print JSON")
 
     check = commands.add_parser("check", help="validate settings without running (JSON answer)")
-    check.add_argument("--kind", choices=("train", "extract"), default="train")
+    _workspace_arg(check)
+    check.add_argument("--kind", choices=("train", "extract", "eval"), default="train")
     check.add_argument("--config-json", default="{}", help="settings as a JSON object")
 
     extract_parser = commands.add_parser("extract", help="extract teacher features into a store")
@@ -127,24 +130,36 @@ def _run_detached_or_here(args: argparse.Namespace, store: Store, run_id: int,
     run = store.get_run(run_id)
     if getattr(args, "detach", False):
         proc = launch_engine(store.workspace, store.workspace / run.log_path, *engine_args)
+        record_engine_process(store, run_id, proc.pid)
         print(f"run {run_id} started in the background (pid {proc.pid}); "
               f"log: {store.workspace / run.log_path}")
         return 0
     from engine.runner import run_job
 
+    record_engine_process(store, run_id, os.getpid())
     store.close()
     return run_job(args.workspace_path, run_id, job_factory())
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
+def _train_settings(args: argparse.Namespace) -> dict:
     values = load_config_file(args.config) if args.config else {}
     values.update(parse_overrides(args.set))
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values).to_dict()
+
+
+def _extract_settings(args: argparse.Namespace) -> dict:
+    from engine import extract
+
+    try:
+        config = extract.config_from_args(args)
+        parse_settings("extract", config)
+    except ValueError as exc:  # ConfigError included
+        raise UsageError(str(exc)) from None
+    return config
 
 
 def cmd_train(args: argparse.Namespace, store: Store) -> int:
-    config = _train_config(args)
-    run = store.create_run(args.name or "train", "train", config.to_dict())
+    run = store.create_run(args.name or "train", "train", args.settings)
     if not args.name:
         store.update_run(run.id, name=f"train-{run.id}")
     print(f"created run {run.id}", file=sys.stderr)
@@ -177,14 +192,10 @@ def cmd_start(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_resume(args: argparse.Namespace, store: Store) -> int:
     run = store.get_run(args.run_id)
-    status = effective_status(run)
-    if status in ("running", "queued"):
-        raise UsageError(f"run {run.id} is {status}; stop it first (`sage-engine stop {run.id}`)")
-    if status == "finished" and run.kind != "train":
-        raise UsageError(f"run {run.id} finished; there is nothing to resume")
-    if run.kind == "train" and not store.checkpoints(run.id) and args.checkpoint is None:
-        # Nothing saved yet: resuming means starting over, which is still what the user wants.
-        pass
+    refusal = lifecycle.resume_refusal(run)
+    if refusal:
+        raise UsageError(refusal)
+    # A train run with no checkpoint yet starts over, which is still what the user wants.
     if args.checkpoint is not None:
         checkpoint = store.get_checkpoint(args.checkpoint)
         if checkpoint.run_id != run.id:
@@ -203,9 +214,9 @@ def cmd_resume(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_stop(args: argparse.Namespace, store: Store) -> int:
     run = store.get_run(args.run_id)
-    status = effective_status(run)
-    if status != "running":
-        raise UsageError(f"run {run.id} is {status}, not running")
+    refusal = lifecycle.stop_refusal(run)
+    if refusal:
+        raise UsageError(refusal)
     store.request_stop(run.id)
     signalled = signal_engine(run)
     print(f"stop requested for run {run.id}" + (" (engine signalled)" if signalled else
@@ -231,41 +242,39 @@ def cmd_runs(args: argparse.Namespace, store: Store) -> int:
     if not runs:
         print(f"no runs in {store.workspace}")
         return 0
-    print(f"{'id':>4}  {'name':<20} {'kind':<8} {'status':<9} {'step':>8}  progress  {'device':<7} reason")
+    print(f"{'id':>4}  {'name':<20} {'kind':<8} {'status':<12} {'step':>8}  progress  {'device':<7} reason")
     for run, status in runs:
         progress = f"{run.progress * 100:5.1f}%" if run.progress is not None else "   -"
         reason = run.message or ("engine process gone" if status == "crashed" else "")
-        print(f"{run.id:>4}  {run.name[:20]:<20} {run.kind:<8} {status:<9} {run.step:>8}  {progress:<8}  "
+        if status == "unresponsive":
+            reason = f"engine pid {run.pid} holds the run but stopped reporting"
+        print(f"{run.id:>4}  {run.name[:20]:<20} {run.kind:<8} {status:<12} {run.step:>8}  {progress:<8}  "
               f"{run.device or '-':<7} {reason}".rstrip())
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Print {"ok": true, "warnings": [...]} or {"ok": false, "field": ..., "message": ...};
-    exit 0 / 1. For an extraction the teacher is also made, so one that cannot load is
-    caught here; for training, an evaluation set that overlaps the training tasks (by
-    content) is a warning."""
+    exit 0 / 1. Checks the settings against the schema, then what depends on this machine
+    and the workspace (engine/checks.py): the device exists, datasets resolve, the feature
+    store covers the run's examples, the extraction teacher loads. For training, an
+    evaluation set that overlaps the training tasks (by content) is a warning."""
+    from engine.checks import check_machine
+
     warnings: list[str] = []
     try:
         values = json.loads(args.config_json)
+        settings = parse_settings(args.kind, values)
+        check_machine(args.kind, settings, resolve_workspace(args.workspace))
         if args.kind == "train":
             from engine.integrity import contamination_warnings
-
-            TrainConfig.from_dict(values)
-            warnings = contamination_warnings(values)
-        else:
-            from engine.extract import ExtractConfig
-            from engine.teachers import make_teacher
-
-            config = ExtractConfig.from_dict(values)
-            make_teacher(config.teacher, **config.teacher_options)
+            warnings = contamination_warnings(settings)
     except json.JSONDecodeError as exc:
         return _check_answer(False, "config", f"not JSON: {exc.msg}")
     except ConfigError as exc:
         return _check_answer(False, exc.field, exc.message)
-    except (UserError, ValueError) as exc:
-        field = "teacher" if type(exc).__name__ == "TeacherError" else "config"
-        return _check_answer(False, field, str(exc))
+    except (UserError, WorkspaceError, ValueError) as exc:
+        return _check_answer(False, getattr(exc, "field", None) or "config", str(exc))
     return _check_answer(True, warnings=warnings)
 
 
@@ -278,15 +287,11 @@ def _check_answer(ok: bool, field: str | None = None, message: str | None = None
 
 
 def cmd_extract(args: argparse.Namespace, store: Store) -> int:
-    from engine import extract
     from engine.teachers import check_teacher
 
-    try:
-        config = extract.config_from_args(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    check_teacher(config["teacher"], **config["teacher_options"])  # refuse before the run exists
-    run = store.create_run(args.name or "extract", "extract", config)
+    settings = args.settings
+    check_teacher(settings["teacher"], **settings["teacher_options"])  # refuse before the run exists
+    run = store.create_run(args.name or "extract", "extract", settings)
     if not args.name:
         store.update_run(run.id, name=f"extract-{run.id}")
     print(f"created run {run.id}", file=sys.stderr)
@@ -295,29 +300,24 @@ def cmd_extract(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, store: Store) -> int:
-    for name in ("max_tasks", "max_grid", "ttt_steps", "workers", "models"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.ttt_seconds is not None and not 0 < args.ttt_seconds < float("inf"):
-        raise UsageError("--ttt-seconds must be a positive number of seconds")
     dataset = args.dataset or "arc1/eval"
-    config = {"dataset": dataset, "max_tasks": args.max_tasks, "max_grid": args.max_grid,
-              "ttt_steps": args.ttt_steps, "ttt_seconds": args.ttt_seconds,
-              "workers": args.workers, "seed": args.seed, "checkpoint_id": None,
-              "ttt_dihedral": not args.no_dihedral, "ttt_colours": not args.no_colour_permutations,
-              "ttt_models": args.models,
-              "source_run_id": None, "tta_votes": args.tta_votes, "device": "cpu"}
-    if args.checkpoint is None:
+    given = {"dataset": dataset, "max_tasks": args.max_tasks, "max_grid": args.max_grid,
+             "ttt_steps": args.ttt_steps, "ttt_seconds": args.ttt_seconds, "workers": args.workers,
+             "seed": args.seed, "ttt_dihedral": not args.no_dihedral,
+             "ttt_colours": not args.no_colour_permutations, "ttt_models": args.models,
+             "tta_votes": args.tta_votes, "device": "cpu"}
+    if args.checkpoint is None:   # test-time training of a fresh per-task student per task
         name = f"ttt-{dataset if dataset.startswith('arc') else Path(dataset).name}"
     else:
         checkpoint = store.get_checkpoint(args.checkpoint)
         source = store.get_run(checkpoint.run_id)
-        config.update(checkpoint_id=checkpoint.id, source_run_id=source.id,
-                      device=source.config.get("device", "auto"))
+        given.update(checkpoint_id=checkpoint.id, source_run_id=source.id,
+                     device=source.config.get("device", "auto"))
         if args.tta_votes is None and not (args.ttt_steps or args.ttt_seconds):
-            config["tta_votes"] = source.config.get("tta_votes", 0)
+            given["tta_votes"] = source.config.get("tta_votes", 0)
         name = f"eval-{source.name}-step{checkpoint.step}" + (
             "-ttt" if args.ttt_steps or args.ttt_seconds else "")
+    config = parse_settings("eval", given)
     run = store.create_run(name, "eval", config)
     print(f"created run {run.id}", file=sys.stderr)
     return _run_detached_or_here(args, store, run.id, ["start", str(run.id)],
@@ -344,22 +344,53 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
 
 COMMANDS = {"train": cmd_train, "start": cmd_start, "resume": cmd_resume, "stop": cmd_stop,
             "runs": cmd_runs, "extract": cmd_extract, "eval": cmd_eval, "export": cmd_export}
+# Only commands that make a run may make a workspace, once their settings are checked.
+SETTINGS_OF = {"train": _train_settings, "extract": _extract_settings}
+READS_ONLY = ("runs", "export")            # these also work in a read-only workspace
+
+
+def open_workspace(command: str, workspace: Path) -> Store:
+    """The workspace's store for ``command``: created only by commands that create runs
+    (and then said so), read-only for reading commands in a read-only workspace."""
+    if workspace.exists() and not workspace.is_dir():
+        raise WorkspaceError(f"workspace {workspace} is a file, not a folder: pass a folder")
+    if not db_path(workspace).exists():
+        if command not in SETTINGS_OF:
+            raise WorkspaceError(f"no SAGE TUI workspace at {workspace} (no {db_path(workspace).name}): "
+                                 f"check --workspace, or start a run there with `sage-engine train`")
+        store = Store.open(workspace)
+        print(f"created workspace {workspace}", file=sys.stderr)
+        return store
+    try:
+        return Store.open(workspace)
+    except WorkspaceReadOnly:
+        if command in READS_ONLY and Store.database_current(workspace):
+            return Store.open_readonly(workspace)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(extract_options=argv[:1] == ["extract"]).parse_args(argv)
-    if args.command == "check":
-        return cmd_check(args)
-    # User-facing errors print one line and a non-zero exit code; nothing else is caught,
-    # so a real bug still shows its traceback.
     try:
-        args.workspace_path = resolve_workspace(args.workspace)
-        with Store.open(args.workspace_path) as store:
-            return COMMANDS[args.command](args, store)
-    except (UserError, WorkspaceError) as exc:
-        print(f"sage-engine: {exc}", file=sys.stderr)
-        return 2
+        if args.command == "check":
+            return cmd_check(args)
+        # User-facing errors print one line and a non-zero exit code; nothing else is
+        # caught, so a real bug still shows its traceback.
+        try:
+            args.workspace_path = resolve_workspace(args.workspace)
+            if args.command in SETTINGS_OF:
+                args.settings = SETTINGS_OF[args.command](args)
+            with open_workspace(args.command, args.workspace_path) as store:
+                return COMMANDS[args.command](args, store)
+        except (UserError, WorkspaceError) as exc:
+            print(f"sage-engine: {exc}", file=sys.stderr)
+            return 2
+    except BrokenPipeError:
+        # The reader went away (`sage-engine runs | head`): that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

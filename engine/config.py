@@ -1,4 +1,4 @@
-"""Training configuration: defaults, parsing from strings, validation.
+"""Run configuration: the settings schema (db/settings.py) as the engine sees it.
 
 Imports no torch, so `sage-engine check` answers quickly. A bad value raises
 ConfigError naming the field and what is allowed.
@@ -6,18 +6,12 @@ ConfigError naming the field and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
-import typing
-from dataclasses import dataclass, field
 
+from db.settings import TRAIN, SettingError, schema_for
 from engine.errors import UserError
-
-STUDENTS = ("standalone", "sage-seed", "recursive", "pertask")
-PRESETS = ("tiny", "small", "base", "seed")
-LOSSES = ("ce", "weighted", "focal")
-LOSS_REGIONS = ("grid", "canvas")
-
 
 class ConfigError(UserError, ValueError):
     def __init__(self, field_name: str, message: str):
@@ -26,153 +20,38 @@ class ConfigError(UserError, ValueError):
         self.message = message
 
 
-@dataclass
-class TrainConfig:
-    # data: tasks are split by task, never by example
-    dataset: str = "arc1/train"
-    task_ids: list[str] = field(default_factory=list)
-    max_tasks: int | None = 10
-    max_grid: int | None = 10          # keep tasks whose grids all fit (CPU demo)
-    val_tasks: int = 0                 # tasks held out of training for validation
-    eval_dataset: str | None = None    # also validate on e.g. arc1/eval test inputs
-    eval_max_tasks: int | None = 20
-    # Transductive training: also train on the evaluation dataset's demonstration pairs
-    # (never their test outputs), as TRM and HRM do; every evaluation from it says so.
-    eval_demos: bool = False
-    max_demos: int = 3
-    features: str | None = None        # feature store (folder or name under features/)
-    # model
-    student: str = "standalone"
-    preset: str = "tiny"
-    # optimisation
-    epochs: int = 500
-    max_steps: int | None = None
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 4e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0
-    # loss
-    loss: str = "ce"
-    loss_region: str = "grid"          # grid: real cells + the edge marking the shape; canvas: all 900
-    focal_gamma: float = 2.0
-    w_task: float = 1.0
-    w_mse: float = 0.5
-    w_cosine: float = 0.25
-    # augmentation: dihedral x colour permutations for training, votes for evaluation
-    augment: bool = False
-    tta_votes: int = 0
-    # runtime
-    device: str = "auto"               # auto | cpu | cuda | cuda:N
-    gpu_memory_fraction: float | None = None  # cap this run's share of its GPU (shared GPUs)
-    seed: int = 0
-    val_every_steps: int = 100
-    checkpoint_every_steps: int = 200
-    checkpoint_every_minutes: float = 10.0
-    keep_last: int = 3
+def parse_settings(kind: str, values: dict) -> dict:
+    """``values`` checked against the kind's schema (db/settings.py), typed, defaults filled."""
+    try:
+        return schema_for(kind).parse(values)
+    except SettingError as exc:
+        raise ConfigError(exc.field, exc.message) from None
 
-    def validate(self) -> "TrainConfig":
-        positive = ("epochs", "batch_size", "grad_accum", "max_demos", "val_every_steps",
-                    "checkpoint_every_steps", "keep_last")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("max_tasks", "max_grid", "max_steps", "eval_max_tasks"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(name, f"must be at least 1 (or empty for no limit), got {value}")
-        if self.max_grid is not None and self.max_grid > 30:
-            raise ConfigError("max_grid", "ARC grids are at most 30x30")
-        if not 0 < self.lr < 1:
-            raise ConfigError("lr", f"learning rate must be between 0 and 1, got {self.lr}")
-        for name in ("weight_decay", "min_lr_ratio", "grad_clip", "w_task", "w_mse", "w_cosine",
-                     "focal_gamma", "warmup_steps", "val_tasks", "tta_votes",
-                     "checkpoint_every_minutes"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must not be negative, got {getattr(self, name)}")
-        if self.gpu_memory_fraction is not None and not 0 < self.gpu_memory_fraction <= 1:
-            raise ConfigError("gpu_memory_fraction", f"must be in (0, 1], got {self.gpu_memory_fraction}")
-        if self.student not in STUDENTS:
-            raise ConfigError("student", f"{self.student!r} is not one of {', '.join(STUDENTS)}")
-        if self.preset not in PRESETS:
-            raise ConfigError("preset", f"{self.preset!r} is not one of {', '.join(PRESETS)}")
-        if self.loss_region not in LOSS_REGIONS:
-            raise ConfigError("loss_region", f"{self.loss_region!r} is not one of {', '.join(LOSS_REGIONS)}")
-        if self.loss not in LOSSES:
-            raise ConfigError("loss", f"{self.loss!r} is not one of {', '.join(LOSSES)}")
-        if self.eval_demos and not self.eval_dataset:
-            raise ConfigError("eval_demos", "training on the evaluation tasks' demonstrations "
-                                            "needs eval_dataset (e.g. arc1/eval)")
-        if self.eval_demos and self.features:
-            raise ConfigError("eval_demos", "cannot be combined with a feature store: a store holds "
-                                            "one dataset's examples")
-        if self.student == "sage-seed" and not self.features:
-            raise ConfigError("features", "the sage-seed student reads teacher features: "
-                                          "pass a feature store (sage-engine extract makes one)")
-        if not (self.device in ("auto", "cpu", "cuda") or
-                (self.device.startswith("cuda:") and self.device[5:].isdigit())):
-            raise ConfigError("device", f"{self.device!r}: use auto, cpu, cuda or cuda:N")
-        return self
 
+class _TrainConfigMethods:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self):
+        """Check the current values against the schema (after a field was changed)."""
+        parse_settings("train", self.to_dict())
+        return self
+
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict):
         """Build from a dict whose values may be strings (CLI, form) or typed (JSON)."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for name, raw in values.items():
-            if name not in known:
-                raise ConfigError(name, f"unknown setting; known: {', '.join(sorted(known))}")
-            kwargs[name] = _coerce(name, raw, typing.get_type_hints(cls)[name])
-        return cls(**kwargs).validate()
+        return cls(**parse_settings("train", values))
 
 
-def _coerce(name: str, raw: object, hint: object) -> object:
-    """Turn ``raw`` into the field's type; strings are parsed the way a user types them."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if optional:
-        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
-            return None
-        hint = next(a for a in args if a is not type(None))
-    origin = typing.get_origin(hint)
-    try:
-        if origin is list:
-            if isinstance(raw, str):
-                return [part.strip() for part in raw.split(",") if part.strip()]
-            if not isinstance(raw, list):
-                raise TypeError
-            return [str(item) for item in raw]
-        if hint is bool:
-            if isinstance(raw, bool):
-                return raw
-            if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off"):
-                return False
-            raise TypeError
-        if hint is int:
-            if isinstance(raw, bool):
-                raise TypeError
-            if isinstance(raw, float) and not raw.is_integer():
-                raise TypeError
-            return int(raw)
-        if hint is float:
-            if isinstance(raw, bool):
-                raise TypeError
-            return float(raw)
-        if hint is str:
-            if not isinstance(raw, str):
-                raise TypeError
-            return raw.strip()
-    except (TypeError, ValueError):
-        kind = getattr(hint, "__name__", str(hint))
-        raise ConfigError(name, f"expected {kind}{' or empty' if optional else ''}, got {raw!r}") from None
-    return raw
+# The engine's typed view of the train schema: one field per setting, same defaults.
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig",
+    [(s.name, s.type if not s.optional else s.type | None,
+      dataclasses.field(default_factory=lambda default=s.default: copy.deepcopy(default)))
+     for s in TRAIN.settings],
+    bases=(_TrainConfigMethods,))
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = "Training settings (db/settings.py TRAIN), as typed attributes."
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -45,7 +45,7 @@ def eval_job(ctx: RunContext) -> str:
     model = load_student(state, device)
     dataset = load_dataset(settings.get("dataset") or "arc1/eval")
     for problem in dataset.problems:
-        ctx.event("warning", f"skipped task {problem}")
+        ctx.event("bad_task", f"skipped task {problem}")
     tasks = select_tasks(dataset.tasks, max_tasks=settings.get("max_tasks"))
     if not tasks:
         raise JobFailed(f"no tasks to evaluate in {dataset.name}")

@@ -31,6 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from db.fsutil import atomic_write
 from engine.errors import UserError
 
 FORMAT = "sage-features/1"
@@ -102,22 +103,8 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 
 
 def write_json_atomic(path: Path, data: object) -> None:
-    """Write to a temporary name, fsync, rename, fsync the folder: never half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Never half a file (db/fsutil.py's atomic_write: temporary name, fsync, rename)."""
+    atomic_write(path, lambda handle: handle.write(json.dumps(data, indent=1).encode()))
 
 
 def pool_tokens(tokens: torch.Tensor, pool: int) -> torch.Tensor:

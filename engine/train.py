@@ -48,7 +48,7 @@ class TrainData:
 def prepare_data(cfg: TrainConfig, ctx: RunContext) -> TrainData:
     dataset = load_dataset(cfg.dataset)
     for problem in dataset.problems:
-        ctx.event("warning", f"skipped task {problem}")
+        ctx.event("bad_task", f"skipped task {problem}")
     # Split by task, never by example: a validation task is never seen in training.
     train, val = split_run_tasks(dataset.tasks, cfg.task_ids, cfg.max_tasks, cfg.max_grid,
                                  cfg.val_tasks, cfg.seed)

@@ -28,12 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from db.store import Store, WorkspaceError
+    from db.store import Store, WorkspaceError, WorkspaceReadOnly
     from db.workspace import resolve_workspace
 
     workspace = resolve_workspace(args.workspace)
     try:
         Store.open(workspace).close()  # create and migrate before the app's readers start
+    except WorkspaceReadOnly as exc:
+        # A read-only workspace is browsed as it is; launching, stopping, deleting say why not.
+        if not Store.database_current(workspace) or args.demo:
+            print(f"sage-tui: {exc}", file=sys.stderr)
+            return 2
     except WorkspaceError as exc:
         print(f"sage-tui: {exc}", file=sys.stderr)
         return 2

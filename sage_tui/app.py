@@ -124,7 +124,11 @@ class SageApp(App):
         """A notification when a run that was live finishes, fails, crashes or stops."""
         for row in rows:
             before = self.last_statuses.get(row.run.id)
-            if before in ("running", "queued") and row.status in ENDED:
+            if before == "running" and row.status == "unresponsive":
+                self.notify(f"run {row.run.id} {row.run.name}: its engine (pid {row.run.pid}) still owns "
+                            f"it but stopped reporting", title="run unresponsive", severity="warning",
+                            timeout=10)
+            if before in ("running", "queued", "unresponsive") and row.status in ENDED:
                 severity = "information" if row.status in ("finished", "stopped") else "error"
                 detail = f": {row.run.message}" if row.run.message else ""
                 hint = " (l on the run shows its log)" if row.status in ("failed", "crashed") else ""

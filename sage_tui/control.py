@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
 
-from db.processes import effective_status, engine_command, launch_engine, signal_engine
+from db import lifecycle
+from db.lease import Lease
+from db.processes import (effective_status, engine_command, launch_engine, record_engine_process,
+                          signal_engine)
 from db.store import Run, Store, WorkspaceError, best_checkpoint_id, run_dir_relative
 
 DEMO_NAME = "demo"
@@ -36,12 +39,13 @@ def start_run(workspace: Path, kind: str, name: str, config: dict, gpus: int = 1
     with Store.open(workspace) as store:
         run = store.create_run(name, kind, config)
         log_path = workspace / run.log_path
-    args = ["start", str(run.id)]
-    if gpus > 1:
-        args = ["--standalone", f"--nproc-per-node={gpus}", "-m", "engine", *args]
-        launch_engine(workspace, log_path, *args, launcher="torchrun")
-    else:
-        launch_engine(workspace, log_path, *args)
+        args = ["start", str(run.id)]
+        if gpus > 1:
+            args = ["--standalone", f"--nproc-per-node={gpus}", "-m", "engine", *args]
+            proc = launch_engine(workspace, log_path, *args, launcher="torchrun")
+        else:
+            proc = launch_engine(workspace, log_path, *args)
+        record_engine_process(store, run.id, proc.pid)
     return run
 
 
@@ -49,9 +53,9 @@ def stop_run(workspace: Path, run_id: int) -> str:
     """Ask a run to stop; returns a sentence for the user."""
     with Store.open(workspace) as store:
         run = store.get_run(run_id)
-        status = effective_status(run)
-        if status != "running":
-            return f"run {run_id} is {status}: nothing to stop"
+        refusal = lifecycle.stop_refusal(run)
+        if refusal:
+            return refusal
         store.request_stop(run_id)
     if signal_engine(run):
         return f"stopping run {run_id} after its current step"
@@ -59,15 +63,13 @@ def stop_run(workspace: Path, run_id: int) -> str:
 
 
 def resume_run(workspace: Path, run_id: int, checkpoint_id: int | None = None) -> str:
+    """Launch an engine to resume the run, if the rules allow; the engine itself takes
+    the run's lease, so two resumes racing still give one engine."""
     with Store.open(workspace) as store:
         run = store.get_run(run_id)
-        status = effective_status(run)
-        if status in ("running", "queued"):
-            return f"run {run_id} is {status}: stop it before resuming"
-        if run.kind == "eval":
-            return "evaluations are not resumed: start a new evaluation from the checkpoints screen"
-        if status == "finished" and run.kind != "train":
-            return f"run {run_id} finished: there is nothing to resume"
+        refusal = lifecycle.resume_refusal(run)
+        if refusal:
+            return refusal
         log_path = workspace / run.log_path
     args = ["resume", str(run_id)]
     if checkpoint_id is not None:
@@ -77,30 +79,53 @@ def resume_run(workspace: Path, run_id: int, checkpoint_id: int | None = None) -
 
 
 def delete_run(workspace: Path, run_id: int) -> str:
+    """Delete a run's rows and folder while holding its lease, so no engine can start
+    on it meanwhile; refused while an engine owns it."""
     with Store.open(workspace) as store:
-        run = store.get_run(run_id)
-        if effective_status(run) in ("running", "queued"):
-            raise WorkspaceError(f"run {run_id} is {effective_status(run)}: stop it before deleting it")
-        store.delete_run(run_id)
-    shutil.rmtree(workspace / run_dir_relative(run_id), ignore_errors=True)
+        refusal = lifecycle.delete_refusal(store.get_run(run_id))
+        if refusal:
+            raise WorkspaceError(refusal)
+        lease = Lease.acquire(workspace, run_id)
+        try:
+            store.delete_run(run_id)
+            shutil.rmtree(workspace / run_dir_relative(run_id), ignore_errors=True)
+        finally:
+            lease.release()
     return f"deleted run {run_id} and its files"
 
 
-def evaluate_checkpoint(workspace: Path, checkpoint_id: int, dataset: str | None = None,
-                        max_tasks: int | None = None) -> str:
-    """Launch `sage-engine eval` detached. It creates its own eval run, which the runs
-    list shows with its progress; its launch output goes to the source run's folder."""
-    with Store.open_readonly(workspace) as store:
-        checkpoint = store.get_checkpoint(checkpoint_id)
-    args = ["eval", "--checkpoint", str(checkpoint_id)]
-    if dataset:
-        args += ["--dataset", dataset]
-    if max_tasks:
-        args += ["--max-tasks", str(max_tasks)]
-    log_path = workspace / run_dir_relative(checkpoint.run_id) / "eval-launch.log"
+# Evaluation settings and the `sage-engine eval` flag that passes each.
+EVAL_FLAGS = {"checkpoint_id": "--checkpoint", "dataset": "--dataset", "max_tasks": "--max-tasks",
+              "max_grid": "--max-grid", "tta_votes": "--tta-votes", "ttt_steps": "--ttt-steps",
+              "ttt_seconds": "--ttt-seconds", "ttt_models": "--models", "workers": "--workers"}
+
+
+def evaluate_checkpoint(workspace: Path, checkpoint_id: int | None, dataset: str | None = None,
+                        max_tasks: int | None = None, **options) -> str:
+    """Launch `sage-engine eval` detached, once the engine has checked the settings: a
+    checkpoint as it is, or with test-time training (``ttt_steps`` / ``ttt_seconds``;
+    without a checkpoint, a fresh per-task student learns each task). It creates its own
+    eval run, which the runs list shows with its progress."""
+    wanted = {"checkpoint_id": checkpoint_id, "dataset": dataset, "max_tasks": max_tasks, **options}
+    wanted = {key: value for key, value in wanted.items() if value is not None}
+    verdict = check_config("eval", wanted, workspace)
+    if not verdict.ok:  # refused, or the check itself failed: nothing is launched
+        raise WorkspaceError(f"not evaluated: {verdict.message}")
+    args = ["eval"]
+    for key, value in wanted.items():
+        args += [EVAL_FLAGS[key], str(value)]
+    if checkpoint_id is None:
+        log_path, what = workspace / "runs" / "eval-launch.log", "a fresh per-task student per task"
+    else:
+        with Store.open_readonly(workspace) as store:
+            checkpoint = store.get_checkpoint(checkpoint_id)
+        log_path = workspace / run_dir_relative(checkpoint.run_id) / "eval-launch.log"
+        what = f"checkpoint {checkpoint_id} (step {checkpoint.step})"
     launch_engine(workspace, log_path, *args)
-    return (f"evaluating checkpoint {checkpoint_id} (step {checkpoint.step}) on "
-            f"{dataset or 'arc1/eval'}: it appears in the runs list as an eval run")
+    training = " with test-time training" if options.get("ttt_steps") or options.get("ttt_seconds") \
+        or checkpoint_id is None else ""
+    return (f"evaluating {what}{training} on {dataset or 'arc1/eval'}: it appears in the runs "
+            f"list as an eval run")
 
 
 def delete_checkpoint(workspace: Path, checkpoint_id: int) -> str:
@@ -136,18 +161,19 @@ class CheckResult:
     warnings: list[str] = dataclass_field(default_factory=list)   # e.g. evaluation tasks trained on
 
 
-def check_config(kind: str, config: dict) -> CheckResult:
-    """Ask the engine (``python -m engine check``) whether these settings would start.
-    An engine that cannot check a kind answers "could not validate", not an error."""
-    args = ["check", "--config-json", json.dumps(config)]
-    if kind != "train":
-        args[1:1] = ["--kind", kind]
+def check_config(kind: str, config: dict, workspace: Path | None = None) -> CheckResult:
+    """Ask the engine (``python -m engine check``) whether these settings would start in
+    this workspace on this machine. ``validated`` is False when the check itself failed
+    (a crash, a timeout): then nothing may be launched, and ``message`` says why."""
+    args = ["check", "--kind", kind, "--config-json", json.dumps(config)]
+    if workspace is not None:
+        args += ["--workspace", str(workspace)]
     try:
         proc = subprocess.run(engine_command(*args), capture_output=True, text=True,
                               timeout=CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return CheckResult(True, validated=False,
-                           message=f"the engine took over {CHECK_TIMEOUT_S:.0f}s to check the settings")
+        return CheckResult(False, validated=False,
+                           message=f"the engine took over {CHECK_TIMEOUT_S:g}s to check the settings")
     lines = proc.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1]) if lines else None
@@ -155,8 +181,8 @@ def check_config(kind: str, config: dict) -> CheckResult:
         answer = None
     if not isinstance(answer, dict) or "ok" not in answer:
         detail = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
-        return CheckResult(True, validated=False,
-                           message=f"could not validate {kind} settings ({detail[:160]})")
+        return CheckResult(False, validated=False,
+                           message=f"could not check the {kind} settings ({detail[:160]})")
     if answer["ok"]:
         return CheckResult(True, warnings=list(answer.get("warnings") or []))
     return CheckResult(False, answer.get("field"), answer.get("message", "invalid setting"))

@@ -14,6 +14,7 @@ STATUS_STYLES = {
     "finished": "bold blue",
     "failed": "bold red",
     "crashed": "bold magenta",
+    "unresponsive": "bold black on yellow",  # its engine holds the run but stopped reporting
 }
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 

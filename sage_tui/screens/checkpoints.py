@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,6 +15,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
+from db import settings
 from db.store import Checkpoint, is_validated
 from sage_tui import control, data_tasks
 from sage_tui.data_tasks import CheckpointsView, EvaluationRow
@@ -23,7 +25,7 @@ from sage_tui.screens.tasks import TasksScreen
 from sage_tui.screens.base import COMMON_KEYS, SageScreen, SageTable, selected_row_key
 
 POLL_S = 2.0
-DEFAULT_DATASET = "arc1/eval"
+DEFAULT_DATASET = settings.EVAL["dataset"].default
 
 
 def size_text(size: int | None) -> str:
@@ -68,8 +70,9 @@ def clock(t: float) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(t))
 
 
-class EvaluateScreen(ModalScreen[tuple[str, int | None] | None]):
-    """Dataset and task limit for a new evaluation; enter starts it, esc cancels."""
+class EvaluateScreen(ModalScreen[dict | None]):
+    """Dataset, task limit and test-time training steps for a new evaluation; enter
+    starts it, esc cancels. It answers the evaluation settings chosen."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="evaluate.cancel")]
     DEFAULT_CSS = """
@@ -88,10 +91,14 @@ class EvaluateScreen(ModalScreen[tuple[str, int | None] | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(f"Evaluate checkpoint {self.checkpoint.id} (step {self.checkpoint.step})")
-            yield Label("dataset (arc1/eval, arc1/train, arc2/eval, or a folder):")
+            yield Label(f"dataset ({settings.EVAL['dataset'].help}):")
             yield Input(self.dataset, id="evaluate-dataset")
             yield Label("at most this many tasks (empty: all):")
             yield Input(str(self.max_tasks or ""), id="evaluate-max-tasks", type="integer")
+            yield Label("test-time training steps per task (empty: none; the student adapts "
+                        "to each task's demonstrations first):")
+            yield Input("", id="evaluate-ttt-steps", type="integer")
+            yield Static("", id="evaluate-error", classes="field-error")
             yield Label("[b]enter[/b] start   [b]esc[/b] cancel")
 
     def on_mount(self) -> None:
@@ -99,9 +106,20 @@ class EvaluateScreen(ModalScreen[tuple[str, int | None] | None]):
 
     @on(Input.Submitted)
     def submitted(self) -> None:
+        """Checked by the eval settings schema (and a folder must exist) before the dialog
+        closes; the engine checks the rest before it launches."""
         dataset = self.query_one("#evaluate-dataset", Input).value.strip() or DEFAULT_DATASET
         limit = self.query_one("#evaluate-max-tasks", Input).value.strip()
-        self.dismiss((dataset, int(limit) if limit and int(limit) > 0 else None))
+        steps = self.query_one("#evaluate-ttt-steps", Input).value.strip()
+        try:
+            parsed = settings.EVAL.parse({"dataset": dataset, "max_tasks": limit, "ttt_steps": steps})
+        except settings.SettingError as exc:
+            self.query_one("#evaluate-error", Static).update(f"↳ {exc}")
+            return
+        if parsed["dataset"] not in settings.DATASETS and not Path(dataset).expanduser().is_dir():
+            self.query_one("#evaluate-error", Static).update(f"↳ dataset: no folder at {dataset}")
+            return
+        self.dismiss({key: parsed[key] for key in ("dataset", "max_tasks", "ttt_steps")})
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -261,10 +279,9 @@ class CheckpointsScreen(SageScreen):
         dataset = config.get("eval_dataset") or DEFAULT_DATASET
         max_tasks = config.get("eval_max_tasks")
 
-        def start(choice: tuple[str, int | None] | None) -> None:
+        def start(choice: dict | None) -> None:
             if choice is not None:
-                self.act(lambda: control.evaluate_checkpoint(self.app.workspace, checkpoint.id,
-                                                                choice[0], choice[1]))
+                self.act(lambda: control.evaluate_checkpoint(self.app.workspace, checkpoint.id, **choice))
 
         self.app.push_screen(EvaluateScreen(checkpoint, dataset, max_tasks), start)
 

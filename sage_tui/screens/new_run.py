@@ -4,7 +4,6 @@ checks the whole configuration (``python -m engine check``) before anything laun
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,28 +16,26 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
+from db import settings
 from sage_tui import control
 from sage_tui.workers import ReportsWorkerErrors
 
 KINDS = ("train", "extract")
-DATASETS = ("arc1/train", "arc1/eval", "arc2/train", "arc2/eval", "folder")
-DATASET_LABELS = {"arc1/train": "ARC-AGI-1 training", "arc1/eval": "ARC-AGI-1 evaluation",
-                  "arc2/train": "ARC-AGI-2 training", "arc2/eval": "ARC-AGI-2 evaluation",
-                  "folder": "a folder of task JSON files"}
-TEACHERS = {"builtin": "built-in (no download)", "hf": "Hugging Face folder",
-            "gr00t": "GR00T N1.5 folder"}
-STUDENTS = ("standalone", "sage-seed")
-PRESETS = ("tiny", "small", "base", "seed")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+FOLDER = "folder"  # the dataset choice that reveals the task-folder field
+DATASET_LABELS = {**settings.DATASETS, FOLDER: "a folder of task JSON files"}
+# The form's fields that are train settings (db/settings.py TRAIN): their defaults,
+# choices, types and ranges all come from the schema.
+TRAIN_FIELDS = ("dataset", "features", "student", "preset", "epochs", "batch_size", "lr", "w_task",
+                "w_mse", "w_cosine", "max_tasks", "device", "seed")
+FORM_ONLY = {"kind": "train", "name": "", "dataset_folder": "", "teacher": settings.EXTRACT["teacher"].default,
+             "teacher_folder": "", "gpus": str(settings.GPUS.default)}
 
-# The engine's defaults (engine/config.py TrainConfig): a quick CPU demo run.
-DEFAULTS = {
-    "kind": "train", "name": "", "dataset": "arc1/train", "dataset_folder": "",
-    "teacher": "builtin", "teacher_folder": "", "features": "", "student": "standalone",
-    "preset": "tiny", "epochs": "500", "batch_size": "16", "lr": "0.004", "w_task": "1.0",
-    "w_mse": "0.5", "w_cosine": "0.25", "max_tasks": "10", "device": "auto", "gpus": "1",
-    "seed": "0",
-}
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+DEFAULTS = {**FORM_ONLY, **{key: _text(settings.TRAIN[key].default) for key in TRAIN_FIELDS}}
 # Which form field shows an error the engine reports for a config field.
 ENGINE_FIELDS = {"teacher_options": "teacher_folder", "model_path": "teacher_folder",
                  "store": "features", "store_path": "features"}
@@ -55,61 +52,51 @@ class FormResult:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def _integer(values: dict, key: str, errors: dict, minimum: int = 1, optional: bool = False):
-    text = values[key].strip()
-    if optional and text.lower() in ("", "all", "none"):
-        return None
+def _parse(setting: settings.Setting, text: str, errors: dict):
+    """The field's text as the setting's type; a message in ``errors`` when it is not allowed."""
     try:
-        number = int(text)
-    except ValueError:
-        errors[key] = "a whole number" + (", or empty for all" if optional else "")
+        return setting.parse(text)
+    except settings.SettingError as exc:
+        errors[setting.name] = exc.message
         return None
-    if number < minimum:
-        errors[key] = f"at least {minimum}"
-    return number
 
 
-def _decimal(values: dict, key: str, errors: dict, low: float = 0.0, high: float | None = None,
-             open_low: bool = False):
-    try:
-        number = float(values[key].strip())
-    except ValueError:
-        errors[key] = "a number, e.g. 0.5 or 3e-3"
-        return None
-    if number < low or (open_low and number == low) or (high is not None and number >= high):
-        bounds = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
-        errors[key] = f"must be {bounds}" + (" (not 0)" if open_low else "")
-    return number
+def _folder_problem(text: str, what: str) -> str | None:
+    folder = Path(text).expanduser()
+    if not text:
+        return what
+    if not folder.is_dir():
+        return f"no folder at {folder}"
+    return None
 
 
 def validate_form(values: dict[str, str], workspace: Path, base: dict | None = None) -> FormResult:
     """Turn the form's text into a run config, with a message per field that is wrong.
-    Checks what can be checked at once, here: types, ranges, folders that must exist."""
+    Each value is checked by the settings schema (types, ranges, choices, finite numbers);
+    folders that must exist are checked here; the engine checks the rest before launch."""
     errors: dict[str, str] = {}
     kind = values["kind"]
+    schema = settings.schema_for(kind)
     name = values["name"].strip() or kind
     if len(name) > 60:
         errors["name"] = "at most 60 characters"
 
     dataset = values["dataset"]
-    if dataset == "folder":
-        folder = Path(values["dataset_folder"].strip()).expanduser()
-        if not values["dataset_folder"].strip():
-            errors["dataset_folder"] = "the folder of task JSON files"
-        elif not folder.is_dir():
-            errors["dataset_folder"] = f"no folder at {folder}"
-        elif not any(folder.glob("*.json")):
-            errors["dataset_folder"] = f"{folder} holds no .json task files"
-        dataset = str(folder.resolve())
+    if dataset == FOLDER:
+        text = values["dataset_folder"].strip()
+        problem = _folder_problem(text, "the folder of task JSON files")
+        if problem is None and not any(Path(text).expanduser().glob("*.json")):
+            problem = f"{Path(text).expanduser()} holds no .json task files"
+        if problem:
+            errors["dataset_folder"] = problem
+        dataset = str(Path(text).expanduser().resolve())
 
-    device = values["device"].strip()
-    if not DEVICE_PATTERN.match(device):
-        errors["device"] = "auto, cpu, cuda or cuda:N"
-    gpus = _integer(values, "gpus", errors) or 1
+    device = _parse(schema["device"], values["device"], errors) or "auto"
+    gpus = _parse(settings.GPUS, values["gpus"], errors) or 1
     if gpus > 1 and device == "cpu":
         errors["gpus"] = "several GPUs need device auto or cuda"
-    batch_size = _integer(values, "batch_size", errors)
-    max_tasks = _integer(values, "max_tasks", errors, optional=True)
+    batch_size = _parse(schema["batch_size"], values["batch_size"], errors)
+    max_tasks = _parse(schema["max_tasks"], values["max_tasks"], errors)
     features = values["features"].strip()
 
     if kind == "train":
@@ -118,29 +105,23 @@ def validate_form(values: dict[str, str], workspace: Path, base: dict | None = N
                 errors["features"] = f"no feature store folder at {features}"
         elif features and not (workspace / "features" / features).is_dir():
             errors["features"] = f"no feature store named {features!r} in {workspace / 'features'}"
-        if values["student"] == "sage-seed" and not features:
-            errors["features"] = "the sage-seed student reads teacher features: name a store"
-        config = {
-            "dataset": dataset, "features": features or None, "student": values["student"],
-            "preset": values["preset"], "epochs": _integer(values, "epochs", errors),
-            "batch_size": batch_size, "lr": _decimal(values, "lr", errors, 0.0, 1.0, open_low=True),
-            "w_task": _decimal(values, "w_task", errors), "w_mse": _decimal(values, "w_mse", errors),
-            "w_cosine": _decimal(values, "w_cosine", errors), "max_tasks": max_tasks,
-            "device": device, "seed": _integer(values, "seed", errors, minimum=0),
-        }
+        config = {key: _parse(schema[key], values[key], errors)
+                  for key in TRAIN_FIELDS if key not in ("dataset", "features", "device")}
+        config.update(dataset=dataset, features=features or None, device=device,
+                      batch_size=batch_size, max_tasks=max_tasks)
     else:
         teacher = values["teacher"]
         options = dict((base or {}).get("teacher_options") or {})
         if teacher == "builtin":
             options.pop("model_path", None)
         else:
-            folder = Path(values["teacher_folder"].strip()).expanduser()
-            if not values["teacher_folder"].strip():
-                errors["teacher_folder"] = f"the {TEACHERS[teacher]} with the model's weights"
-            elif not folder.is_dir():
-                errors["teacher_folder"] = f"no folder at {folder}"
-            elif teacher == "hf" and not (folder / "config.json").exists():
-                errors["teacher_folder"] = f"not a Hugging Face model folder: no config.json in {folder}"
+            text = values["teacher_folder"].strip()
+            folder = Path(text).expanduser()
+            problem = _folder_problem(text, f"the {settings.TEACHERS[teacher]} with the model's weights")
+            if problem is None and teacher == "hf" and not (folder / "config.json").exists():
+                problem = f"not a Hugging Face model folder: no config.json in {folder}"
+            if problem:
+                errors["teacher_folder"] = problem
             options["model_path"] = str(folder.resolve())
         if device != "auto":
             options["device"] = device
@@ -150,6 +131,12 @@ def validate_form(values: dict[str, str], workspace: Path, base: dict | None = N
                   "store": features or None, "batch_size": batch_size, "max_tasks": max_tasks,
                   "device": device}
     merged = {**(base or {}), **config}
+    if not errors:
+        # The rules between settings (a sage-seed student needs features, ...).
+        try:
+            schema.parse({k: v for k, v in merged.items() if k in schema.names or k in schema.passthrough})
+        except settings.SettingError as exc:
+            errors[ENGINE_FIELDS.get(exc.field, exc.field)] = exc.message
     return FormResult(kind, name, merged, gpus, errors)
 
 
@@ -159,15 +146,13 @@ def form_values(kind: str, config: dict | None, name: str) -> dict[str, str]:
     if not config:
         return values
     dataset = str(config.get("dataset", DEFAULTS["dataset"]))
-    if dataset in DATASETS:
+    if dataset in settings.DATASETS:
         values["dataset"] = dataset
     else:
-        values["dataset"], values["dataset_folder"] = "folder", dataset
-    for key in ("student", "preset", "epochs", "batch_size", "lr", "w_task", "w_mse",
-                "w_cosine", "device", "seed", "teacher"):
-        if config.get(key) is not None:
-            values[key] = str(config[key])
-    values["max_tasks"] = "" if config.get("max_tasks") is None else str(config["max_tasks"])
+        values["dataset"], values["dataset_folder"] = FOLDER, dataset
+    for key in (*TRAIN_FIELDS, "teacher"):
+        if key in config and key not in ("dataset", "features"):
+            values[key] = _text(config[key])
     values["features"] = str(config.get("features") or config.get("store") or "")
     values["teacher_folder"] = str((config.get("teacher_options") or {}).get("model_path", ""))
     return values
@@ -181,13 +166,11 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
 
     class Checked(Message):
         """The engine's verdict, or the launched run."""
-        def __init__(self, field_name: str | None, message: str, run_id: int | None,
-                     warning: str = "") -> None:
+        def __init__(self, field_name: str | None, message: str, run_id: int | None) -> None:
             super().__init__()
             self.field_name = field_name
             self.message = message
             self.run_id = run_id
-            self.warning = warning
 
     def __init__(self, kind: str = "train", prefill: dict | None = None, name: str = "") -> None:
         super().__init__()
@@ -226,11 +209,11 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             yield from self.row("name", "name", self.text("name", "default: the kind"))
             yield from self.row("dataset", "dataset", self.choice("dataset", DATASET_LABELS))
             yield from self.row("dataset_folder", "task folder", self.text("dataset_folder", "/path/to/tasks"))
-            yield from self.row("teacher", "teacher", self.choice("teacher", TEACHERS))
+            yield from self.row("teacher", "teacher", self.choice("teacher", settings.TEACHERS))
             yield from self.row("teacher_folder", "teacher folder", self.text("teacher_folder", "/path/to/model"))
             yield from self.row("features", "feature store", self.text("features", "name or folder (optional)"))
-            yield from self.row("student", "student", self.choice("student", STUDENTS))
-            yield from self.row("preset", "preset", self.choice("preset", PRESETS))
+            yield from self.row("student", "student", self.choice("student", settings.TRAIN["student"].choices))
+            yield from self.row("preset", "preset", self.choice("preset", settings.TRAIN["preset"].choices))
             yield from self.row("epochs", "epochs", self.text("epochs"))
             yield from self.row("batch_size", "batch size", self.text("batch_size"))
             yield from self.row("lr", "learning rate", self.text("lr"))
@@ -264,7 +247,7 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             row.display = kind == "train"
         for row in self.query(".extract-only"):
             row.display = kind == "extract"
-        self.query_one("#row-dataset_folder").display = values["dataset"] == "folder"
+        self.query_one("#row-dataset_folder").display = values["dataset"] == FOLDER
         self.query_one("#row-teacher_folder").display = kind == "extract" and values["teacher"] != "builtin"
         self.query_one("#row-features", Horizontal).query_one(Label).update(
             "store name" if kind == "extract" else "feature store")
@@ -327,7 +310,11 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, group="new-run", exit_on_error=False,
           description="check settings and launch the run")
     def check_and_start(self, form: FormResult) -> None:
-        verdict = control.check_config(form.kind, form.config)
+        verdict = control.check_config(form.kind, form.config, self.app.workspace)
+        if not verdict.validated:
+            # The check itself failed (crash, timeout): an unchecked run is never launched.
+            self.post_message(self.Checked(None, f"not started: {verdict.message}", None))
+            return
         if not verdict.ok:
             self.post_message(self.Checked(verdict.field, verdict.message, None))
             return
@@ -337,7 +324,7 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             self.post_message(self.Checked(None, "", None, warning=" ".join(verdict.warnings)))
             return
         run = control.start_run(self.app.workspace, form.kind, form.name, form.config, gpus=form.gpus)
-        self.post_message(self.Checked(None, "", run.id, warning="" if verdict.validated else verdict.message))
+        self.post_message(self.Checked(None, "", run.id))
 
     @on(Checked)
     def checked(self, message: Checked) -> None:
@@ -353,11 +340,11 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
                 self.show_errors({key: message.message})
                 self.query_one(f"#{key}").focus()
                 self.set_message(f"[red]the engine refused {key}: {message.message}[/red]")
-            else:
+            elif message.field_name:
                 self.set_message(f"[red]{message.field_name}: {message.message}[/red]")
+            else:
+                self.set_message(f"[red]{message.message}[/red]")
             return
-        if message.warning:
-            self.notify(message.warning, title="launched without a check", severity="warning", timeout=10)
         self.notify(f"run {message.run_id} started")
         self.app.pop_screen()
         self.app.poll()

@@ -184,6 +184,9 @@ class RunScreen(SageScreen):
             reason = self.reason or run.message or (
                 "engine process gone" if status == "crashed" else "no reason recorded")
             parts.append(f"— {reason} ([b]l[/b] log)")
+        elif status == "unresponsive":
+            parts.append(f"— engine pid {run.pid} still owns the run but stopped reporting "
+                         f"(continue it: kill -CONT {run.pid}; end it: kill {run.pid})")
         elif run.message:
             parts.append(f"— {run.message}")
         self.query_one("#run-status", Static).update("  ".join(parts))

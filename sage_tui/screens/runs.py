@@ -19,7 +19,7 @@ from sage_tui.screens.base import COMMON_KEYS, SageScreen, SageTable, selected_r
 from sage_tui.screens.confirm import ConfirmScreen
 from sage_tui.screens.config_diff import ConfigDiffScreen
 
-STATUS_FILTERS = ("all", "running", "queued", "stopped", "finished", "failed", "crashed")
+STATUS_FILTERS = ("all", "running", "queued", "stopped", "finished", "failed", "crashed", "unresponsive")
 # (column, width): the narrow set fits 80 columns (with a scrollbar); from WIDE_FROM
 # columns the name gets more room, epoch, ETA and last update show, and a failed run's
 # reason has its own column. The line under the table always shows the selected run's.
@@ -30,7 +30,7 @@ WIDE_COLUMNS = [("", 1), ("id", 4), ("name", 32), ("kind", 7), ("status", 8), ("
                 ("updated", 10), ("reason", 26)]
 WIDE_FROM = 140
 SORTS = ("id", "name", "status", "step", "best", "updated")   # o cycles; a header click picks
-ENDED_BADLY = ("failed", "crashed")
+ENDED_BADLY = ("failed", "crashed", "unresponsive")
 
 
 def matches(row: RunRow, text: str, status: str) -> bool:

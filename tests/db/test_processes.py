@@ -9,6 +9,7 @@ import sys
 import psutil
 
 from db.processes import HOST, effective_status, process_matches, signal_engine
+from tests.db.leases import hold_lease
 
 
 def _sleeper():
@@ -16,15 +17,16 @@ def _sleeper():
     return proc, psutil.Process(proc.pid).create_time()
 
 
-def test_running_run_with_live_process_is_running(store):
-    proc, started = _sleeper()
+def test_running_run_is_running_while_its_engine_holds_the_lease_and_crashed_at_once_after(store):
+    run = store.create_run("r", "train", {})
+    holder = hold_lease(store.workspace, run.id)
     try:
-        run = store.create_run("r", "train", {})
-        store.mark_running(run.id, proc.pid, HOST, started)
+        store.mark_running(run.id, holder.pid, HOST, psutil.Process(holder.pid).create_time())
         assert effective_status(store.get_run(run.id)) == "running"
     finally:
-        proc.kill()
-        proc.wait()
+        holder.kill()
+        holder.wait()
+    # No 30 s wait: the kernel dropped the lease with the process.
     assert effective_status(store.get_run(run.id)) == "crashed"
 
 

@@ -126,7 +126,7 @@ def test_bad_budgets_are_refused_on_the_command_line(workspace):
     result = subprocess.run(
         [sys.executable, "-m", "engine", "eval", "--ttt-seconds", "nan", "--workspace", str(workspace)],
         capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "--ttt-seconds" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "ttt_seconds" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_student_that_reads_demonstrations_is_fine_tuned_per_task(workspace, tmp_path, fast_train_config):

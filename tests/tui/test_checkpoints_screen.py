@@ -151,7 +151,8 @@ async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_w
         assert app.screen is screen and not launched
 
         await pilot.press("e", "enter")
-        await wait_until(pilot, lambda: launched, timeout=10, what="the launch")
+        # The real engine checks the settings first (a subprocess): allow it a while.
+        await wait_until(pilot, lambda: launched, timeout=60, what="the launch")
     log, args = launched[0]
     assert args == ("eval", "--checkpoint", str(ids[1]), "--dataset", "arc1/train", "--max-tasks", "5")
     assert log == workspace / f"runs/{run_id:04d}/eval-launch.log"
@@ -236,3 +237,21 @@ async def test_a_hidden_checkpoints_screen_stops_reading_and_starts_again_when_s
         await pilot.press("escape")
         await wait_until(pilot, lambda: len(reads) > count and not screen.paused, timeout=5,
                          what="reading again once shown")
+
+
+async def test_the_evaluate_dialog_refuses_a_dataset_that_does_not_resolve(workspace, run_with_checkpoints):
+    """Today it accepted `arc3/foo` and launched an eval that failed later."""
+    run_id, ids, _ = run_with_checkpoints
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, app.screen)
+        await pilot.press("down", "e")
+        dialog = app.screen
+        assert isinstance(dialog, EvaluateScreen)
+        dialog.query_one("#evaluate-dataset", Input).value = "arc3/foo"
+        dialog.query_one("#evaluate-max-tasks", Input).value = "0"
+        await pilot.press("enter")
+        assert app.screen is dialog and "max_tasks" in str(dialog.query_one("#evaluate-error").render())
+        dialog.query_one("#evaluate-max-tasks", Input).value = "3"
+        await pilot.press("enter")
+        assert app.screen is dialog and "no folder at arc3/foo" in str(dialog.query_one("#evaluate-error").render())

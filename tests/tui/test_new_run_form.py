@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, Select, Static
 
+from db.store import Store
 from sage_tui import control
 from sage_tui.app import SageApp
 from sage_tui.screens.new_run import NewRunScreen, validate_form, DEFAULTS
@@ -33,7 +34,7 @@ async def test_wrong_values_get_a_message_next_to_them(workspace):
         form.query_one("#epochs", Input).value = "0"
         form.query_one("#device", Input).value = "gpu"
         await pilot.pause()
-        assert "a number" in error_text(form, "lr")
+        assert "expected float" in error_text(form, "lr")
         assert "at least 1" in error_text(form, "epochs")
         assert "auto, cpu, cuda or cuda:N" in error_text(form, "device")
         assert error_text(form, "batch_size") == ""
@@ -95,43 +96,46 @@ def test_validate_form_builds_train_and_extract_configs(tmp_path):
     assert validate_form(dict(DEFAULTS, gpus="2", device="cpu"), tmp_path).errors["gpus"]
 
 
-async def test_the_engines_refusal_shows_on_its_field(workspace, monkeypatch):
-    started = []
-    monkeypatch.setattr(control, "check_config",
-                        lambda kind, config: control.CheckResult(False, "w_mse", "must not be negative"))
-    monkeypatch.setattr(control, "start_run", lambda *a, **k: started.append(a))
+async def test_the_engines_refusal_shows_on_its_field(workspace, tmp_path):
+    """A folder the form accepts (it exists) that the real engine refuses (not a store)."""
+    (tmp_path / "not-a-store").mkdir()
     app = SageApp(workspace)
     async with app.run_test(size=(80, 24)) as pilot:
         form = await open_form(app, pilot)
+        form.query_one("#features", Input).value = str(tmp_path / "not-a-store")
+        await pilot.pause()
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: "must not be negative" in error_text(form, "w_mse"), timeout=10,
-                         what="the engine's message on w_mse")
-        assert started == []
+        await wait_until(pilot, lambda: "no manifest.json" in error_text(form, "features"), timeout=60,
+                         what="the engine's message on features")
         assert isinstance(app.screen, NewRunScreen)
+    with Store.open_readonly(workspace) as store:
+        assert store.list_runs() == []
 
 
-async def test_an_unvalidated_extract_still_launches_with_a_warning(workspace, monkeypatch):
-    launched = []
-
-    class FakeRun:
-        id = 7
-
-    monkeypatch.setattr(control, "check_config", lambda kind, config: control.CheckResult(
-        True, validated=False, message="could not validate extract settings"))
-    monkeypatch.setattr(control, "start_run",
-                        lambda ws, kind, name, config, gpus=1: launched.append((kind, name, config, gpus)) or FakeRun)
+async def test_nothing_launches_when_the_check_itself_fails(workspace, monkeypatch):
+    """Today an unchecked configuration launched with a warning; now the reason shows
+    and nothing starts. The check really times out (a limit no engine can meet)."""
+    monkeypatch.setattr(control, "CHECK_TIMEOUT_S", 0.001)
     app = SageApp(workspace)
     async with app.run_test(size=(80, 24)) as pilot:
         form = await open_form(app, pilot)
         form.query_one("#kind", Select).value = "extract"
-        form.query_one("#name", Input).value = "feats"
         await pilot.pause()
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=10, what="the form to close")
-        assert launched[0][:2] == ("extract", "feats")
-        assert launched[0][2]["teacher"] == "builtin"
-        messages = [n.message for n in app._notifications]
-        assert "could not validate extract settings" in messages and "run 7 started" in messages
+        await wait_until(pilot, lambda: "not started" in str(form.query_one("#form-message").render()),
+                         timeout=20, what="the reason")
+        assert "to check the settings" in str(form.query_one("#form-message").render())
+        assert isinstance(app.screen, NewRunScreen) and not form.busy
+    with Store.open_readonly(workspace) as store:
+        assert store.list_runs() == []
+
+
+def test_the_form_reads_nan_and_ranges_from_the_schema(tmp_path):
+    values = dict(DEFAULTS, lr="nan", w_mse="inf", epochs="1.5", student="sage-seed")
+    errors = validate_form(values, tmp_path).errors
+    assert "finite" in errors["lr"] and "finite" in errors["w_mse"] and "expected int" in errors["epochs"]
+    errors = validate_form(dict(DEFAULTS, student="sage-seed"), tmp_path).errors
+    assert "features" in errors and "sage-seed" in errors["features"]
 
 
 @pytest.mark.slow
@@ -140,7 +144,7 @@ def test_check_config_asks_the_real_engine():
     assert (verdict.ok, verdict.field) == (False, "lr")
     assert control.check_config("train", {"epochs": 3}).ok
     verdict = control.check_config("extract", {"batch_size": 0})
-    assert not verdict.ok and "batch-size" in verdict.message
+    assert (verdict.ok, verdict.field) == (False, "batch_size") and "at least 1" in verdict.message
     # The teacher is loaded for real: a folder that holds no model is refused before launch.
     verdict = control.check_config("extract", {"teacher": "hf", "teacher_options": {"model_path": "/tmp"}})
     assert (verdict.ok, verdict.field) == (False, "teacher") and "/tmp" in verdict.message
@@ -148,8 +152,7 @@ def test_check_config_asks_the_real_engine():
 
 
 def test_the_forms_defaults_are_the_engines():
-    """The dashboard may not import the engine's config, so the form keeps its own copy
-    of the defaults; this keeps the two in step."""
+    """Both read db/settings.py: the form's defaults are the engine's."""
     from engine.config import TrainConfig
     from sage_tui.screens.new_run import DEFAULTS
 
