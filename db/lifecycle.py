@@ -38,12 +38,23 @@ def _busy(run: Run, doing: str) -> str | None:
     return None
 
 
+def uses_test_time_training(config: dict) -> bool:
+    """An evaluation adapts to each task first when a budget is set, or when there is no
+    checkpoint to evaluate as it is (each task then gets a fresh per-task student). Such
+    an evaluation is written task by task, so it can resume at the next unfinished task."""
+    return bool(config.get("ttt_steps") or config.get("ttt_seconds")) or config.get("checkpoint_id") is None
+
+
+EVAL_NOT_RESUMED = ("an evaluation without test-time training is not resumed: start a new "
+                    "evaluation of the checkpoint instead")
+
+
 def resume_refusal(run: Run) -> str | None:
     busy = _busy(run, "resuming")
     if busy:
         return busy
-    if run.kind == "eval":
-        return "evaluations are not resumed: start a new evaluation of the checkpoint instead"
+    if run.kind == "eval" and not uses_test_time_training(run.config):
+        return EVAL_NOT_RESUMED
     if effective_status(run) == "finished":
         return f"run {run.id} finished: nothing to resume"
     return None
@@ -68,8 +79,8 @@ def claim_refusal(run: Run, resuming: bool) -> str | None:
         if run.status != "queued":
             return f"run {run.id} is {run.status}, not queued: use `sage-engine resume {run.id}`"
         return None
-    if run.kind == "eval":
-        return "evaluations are not resumed: start a new evaluation of the checkpoint instead"
+    if run.kind == "eval" and not uses_test_time_training(run.config):
+        return EVAL_NOT_RESUMED
     if run.status == "finished":
         return f"run {run.id} finished: nothing to resume"
     return None

@@ -7,6 +7,7 @@ import logging
 
 import torch
 
+from db.lifecycle import uses_test_time_training
 from db.store import Evaluation, Prediction
 from engine.arc import load_dataset, select_tasks
 from engine.checkpoints import load_state
@@ -24,12 +25,6 @@ def load_student(state: dict, device: torch.device):
     model = build_student(spec["kind"], spec["preset"], teacher_dim=spec["teacher_dim"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()
-
-
-def uses_test_time_training(config: dict) -> bool:
-    """Test-time training when a budget is set, or when there is no checkpoint to
-    evaluate as it is (each task then gets a fresh per-task student)."""
-    return bool(config.get("ttt_steps") or config.get("ttt_seconds")) or config.get("checkpoint_id") is None
 
 
 def eval_job(ctx: RunContext) -> str:

@@ -76,9 +76,15 @@ def test_finished_runs_and_evaluations_are_not_resumed(store):
     train = store.create_run("t", "train", {})
     store.finish_run(train.id, "finished")
     assert "nothing to resume" in lifecycle.resume_refusal(store.get_run(train.id))
-    evaluation = store.create_run("e", "eval", {})
+    evaluation = store.create_run("e", "eval", {"checkpoint_id": 3})
     store.finish_run(evaluation.id, "failed", "x")
     assert "not resumed" in lifecycle.resume_refusal(store.get_run(evaluation.id))
+    # Test-time training writes task by task: a stopped one resumes at its next task.
+    adapting = store.create_run("ttt", "eval", {"checkpoint_id": None, "ttt_steps": 300})
+    store.finish_run(adapting.id, "stopped", "stopped on request")
+    assert lifecycle.resume_refusal(store.get_run(adapting.id)) is None
+    store.finish_run(adapting.id, "finished")
+    assert "nothing to resume" in lifecycle.resume_refusal(store.get_run(adapting.id))
 
 
 def test_a_store_that_lost_ownership_cannot_write(store, workspace):

@@ -147,7 +147,7 @@ def test_check_takes_a_workspace_and_checks_what_depends_on_it(workspace):
     answer = json.loads(device.stdout)
     assert (device.returncode, answer["field"]) == (1, "device") and "cuda:3" in answer["message"]
     typed = engine(workspace, "check", "--kind", "extract", "--config-json", '{"batch_size": "8"}')
-    assert (typed.returncode, json.loads(typed.stdout)) == (0, {"ok": True}), typed.stderr
+    assert (typed.returncode, json.loads(typed.stdout)) == (0, {"ok": True, "warnings": []}), typed.stderr
     wrong = engine(workspace, "check", "--kind", "extract", "--config-json", '{"batch_size": [8]}')
     assert json.loads(wrong.stdout)["field"] == "batch_size" and "Traceback" not in wrong.stderr
     dataset = engine(workspace, "check", "--kind", "eval", "--config-json", '{"dataset": "arc3/foo"}')

@@ -125,8 +125,8 @@ def test_pretraining_across_tasks_resumes_exactly_and_seeds_test_time_training(w
         halves = store.create_run("halves", "train", {**config, "max_steps": 3})
     assert run_job(workspace, whole.id, train_job) == 0
     assert run_job(workspace, halves.id, train_job) == 0
-    with Store.open(workspace) as store:
-        store.update_run(halves.id, config={**config, "max_steps": 6})
+    with Store.open(workspace) as store:   # as a stop at step 3 would leave it
+        store.update_run(halves.id, config={**config, "max_steps": 6}, status="stopped")
     from functools import partial
     assert run_job(workspace, halves.id, partial(train_job, resume=True), resumed=True) == 0
     with Store.open_readonly(workspace) as store:
