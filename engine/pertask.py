@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.augment import NUM_DIHEDRAL, dihedral, inverse_dihedral
-from engine.grid_features import ALIGNMENTS, CHANNELS, COLOURS, cell_features, colour_channel_index
+from engine.grid_features import (ALIGNMENTS, CHANNELS, COLOURS, LAYOUT, cell_features,
+                                  colour_channel_index)
 from engine.shapes import ShapeModel, infer_shapes
 
 Grid = np.ndarray
@@ -50,6 +51,8 @@ class PerTaskSettings:
     colour_permutations: bool = True
     vote_permutations: int = 4       # colour permutations per transform at prediction
     models: int = 1                  # an ensemble sharing the budget (see model_variants)
+    group_sparsity: float = 0.0      # penalty on each feature block's input weights (few blocks)
+    feature_dropout: float = 0.0     # chance a feature block is hidden from a training sample
     seed: int = 0
 
 
@@ -184,6 +187,18 @@ def build_network(settings: PerTaskSettings, state: dict | None = None) -> PerTa
     return net
 
 
+# The feature block (engine.grid_features.LAYOUT) of every input channel.
+BLOCK_OF_CHANNEL = torch.tensor([b for b, (_, width, _) in enumerate(LAYOUT.blocks) for _ in range(width)])
+
+
+def block_norms(weight: torch.Tensor) -> torch.Tensor:
+    """The norm of each feature block's input weights [blocks]: a penalty on their sum
+    (a group lasso) drives whole blocks to zero, so the task is explained by few of them."""
+    squares = weight.flatten(1).pow(2).sum(0)
+    sums = torch.zeros(len(LAYOUT.blocks)).index_add_(0, BLOCK_OF_CHANNEL, squares)
+    return (sums + 1e-12).sqrt()
+
+
 WARMUP = 0.1   # share of the budget spent warming the learning rate up
 COPY_LR_SCALE = 10.0
 
@@ -221,8 +236,13 @@ def train_on_demos(net: PerTaskNet, demos: list[tuple[Grid, Grid]], shapes: Shap
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * group["lr_scale"] * learning_rate_factor(progress)
         features, targets = data.batch(rng, batch_size, fixed, settings.colour_permutations)
+        if settings.feature_dropout:
+            hidden = torch.from_numpy(rng.random((batch_size, len(LAYOUT.blocks))) < settings.feature_dropout)
+            features = features * ~hidden[:, BLOCK_OF_CHANNEL, None, None]
         logits = net(features, targets != IGNORE)
         loss = F.cross_entropy(logits, targets, ignore_index=IGNORE)
+        if settings.group_sparsity:
+            loss = loss + settings.group_sparsity * block_norms(net.embed.weight).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

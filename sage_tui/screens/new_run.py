@@ -1,6 +1,8 @@
-"""The new-run form: a training or feature-extraction run. Each value is checked in the
-form as it is typed (numbers, ranges, folders that must exist); on start, the engine
-checks the whole configuration (``python -m engine check``) before anything launches."""
+"""The new-run form: a training run, a feature extraction, or an evaluation with
+test-time training (a fresh per-task student learns each task from its demonstrations;
+no checkpoint needed). Each value is checked in the form as it is typed (numbers, ranges,
+folders that must exist); on start, the engine checks the whole configuration
+(``python -m engine check``) before anything launches."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from db import settings
 from sage_tui import control
 from sage_tui.workers import ReportsWorkerErrors
 
-KINDS = ("train", "extract")
+KINDS = {"train": "train", "extract": "extract features",
+         "eval": "evaluate with test-time training"}
 FOLDER = "folder"  # the dataset choice that reveals the task-folder field
 DATASET_LABELS = {**settings.DATASETS, FOLDER: "a folder of task JSON files"}
 # The form's fields that are train settings (db/settings.py TRAIN): their defaults,
@@ -35,12 +38,17 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-DEFAULTS = {**FORM_ONLY, **{key: _text(settings.TRAIN[key].default) for key in TRAIN_FIELDS}}
+# The evaluation's own fields (db/settings.py EVAL): tasks and the test-time training budget.
+EVAL_FIELDS = ("max_grid", "ttt_steps", "workers")
+DEFAULTS = {**FORM_ONLY, **{key: _text(settings.TRAIN[key].default) for key in TRAIN_FIELDS},
+            **{key: _text(settings.EVAL[key].default) for key in EVAL_FIELDS}}
 # Which form field shows an error the engine reports for a config field.
 ENGINE_FIELDS = {"teacher_options": "teacher_folder", "model_path": "teacher_folder",
                  "store": "features", "store_path": "features"}
 TRAIN_ONLY = ("student", "preset", "epochs", "lr", "w_task", "w_mse", "w_cosine", "seed")
 EXTRACT_ONLY = ("teacher", "teacher_folder")
+EVAL_ONLY = EVAL_FIELDS
+NOT_EVAL = ("features", "batch_size", "device", "gpus")
 
 
 @dataclass
@@ -91,12 +99,16 @@ def validate_form(values: dict[str, str], workspace: Path, base: dict | None = N
             errors["dataset_folder"] = problem
         dataset = str(Path(text).expanduser().resolve())
 
+    max_tasks = _parse(schema["max_tasks"], values["max_tasks"], errors)
+    if kind == "eval":
+        config = {key: _parse(schema[key], values[key], errors) for key in EVAL_FIELDS}
+        config.update(dataset=dataset, max_tasks=max_tasks, checkpoint_id=None, device="cpu")
+        return _checked(kind, name, {**(base or {}), **config}, 1, errors, schema)
     device = _parse(schema["device"], values["device"], errors) or "auto"
     gpus = _parse(settings.GPUS, values["gpus"], errors) or 1
     if gpus > 1 and device == "cpu":
         errors["gpus"] = "several GPUs need device auto or cuda"
     batch_size = _parse(schema["batch_size"], values["batch_size"], errors)
-    max_tasks = _parse(schema["max_tasks"], values["max_tasks"], errors)
     features = values["features"].strip()
 
     if kind == "train":
@@ -130,7 +142,11 @@ def validate_form(values: dict[str, str], workspace: Path, base: dict | None = N
         config = {"dataset": dataset, "teacher": teacher, "teacher_options": options,
                   "store": features or None, "batch_size": batch_size, "max_tasks": max_tasks,
                   "device": device}
-    merged = {**(base or {}), **config}
+    return _checked(kind, name, {**(base or {}), **config}, gpus, errors, schema)
+
+
+def _checked(kind: str, name: str, merged: dict, gpus: int, errors: dict,
+             schema: settings.Schema) -> FormResult:
     if not errors:
         # The rules between settings (a sage-seed student needs features, ...).
         try:
@@ -150,7 +166,7 @@ def form_values(kind: str, config: dict | None, name: str) -> dict[str, str]:
         values["dataset"] = dataset
     else:
         values["dataset"], values["dataset_folder"] = FOLDER, dataset
-    for key in (*TRAIN_FIELDS, "teacher"):
+    for key in (*TRAIN_FIELDS, *EVAL_FIELDS, "teacher"):
         if key in config and key not in ("dataset", "features"):
             values[key] = _text(config[key])
     values["features"] = str(config.get("features") or config.get("store") or "")
@@ -166,16 +182,19 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
 
     class Checked(Message):
         """The engine's verdict, or the launched run."""
-        def __init__(self, field_name: str | None, message: str, run_id: int | None) -> None:
+        def __init__(self, field_name: str | None, message: str, run_id: int | None,
+                     warning: str = "") -> None:
             super().__init__()
             self.field_name = field_name
             self.message = message
             self.run_id = run_id
+            self.warning = warning
 
     def __init__(self, kind: str = "train", prefill: dict | None = None, name: str = "") -> None:
         super().__init__()
         self.base = dict(prefill or {})
         self.initial = form_values(kind, prefill, name)
+        self.kind = kind
         self.touched: set[str] = set()
         self.submitted = False
         self.busy = False
@@ -188,6 +207,10 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             classes += " train-only"
         if key in EXTRACT_ONLY:
             classes += " extract-only"
+        if key in EVAL_ONLY:
+            classes += " eval-only"
+        if key in NOT_EVAL:
+            classes += " not-eval"
         with Horizontal(classes=classes, id=f"row-{key}"):
             yield Label(label, classes="form-label")
             yield widget
@@ -224,6 +247,9 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             yield from self.row("device", "device", self.text("device", "auto, cpu, cuda:N"))
             yield from self.row("gpus", "GPUs", self.text("gpus", "more than 1 uses torchrun"))
             yield from self.row("seed", "seed", self.text("seed"))
+            yield from self.row("max_grid", "max grid", self.text("max_grid", "only tasks that fit N×N, e.g. 10"))
+            yield from self.row("ttt_steps", "TTT steps", self.text("ttt_steps", "per task; empty: 300"))
+            yield from self.row("workers", "workers", self.text("workers", "tasks in parallel; empty: every core"))
             yield Static("", id="form-message")
             yield Button("Start run (ctrl+s)", id="start", variant="primary", compact=True)
         yield Footer()
@@ -247,6 +273,10 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             row.display = kind == "train"
         for row in self.query(".extract-only"):
             row.display = kind == "extract"
+        for row in self.query(".eval-only"):
+            row.display = kind == "eval"
+        for row in self.query(".not-eval"):
+            row.display = kind != "eval"
         self.query_one("#row-dataset_folder").display = values["dataset"] == FOLDER
         self.query_one("#row-teacher_folder").display = kind == "extract" and values["teacher"] != "builtin"
         self.query_one("#row-features", Horizontal).query_one(Label).update(
@@ -273,6 +303,13 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
     @on(Select.Changed)
     def select_changed(self, event: Select.Changed) -> None:
         self.touched.add(event.select.id)
+        if event.select.id == "kind" and event.value != self.kind:
+            # A dataset left at the previous kind's default moves to the new kind's own
+            # (an evaluation's is arc1/eval); a chosen one stays.
+            dataset = self.query_one("#dataset", Select)
+            if dataset.value == settings.schema_for(self.kind)["dataset"].default:
+                dataset.value = settings.schema_for(str(event.value))["dataset"].default
+            self.kind = str(event.value)
         self.show_for_kind()
 
     # --------------------------------------------------------------- actions

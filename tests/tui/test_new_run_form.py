@@ -209,3 +209,46 @@ async def test_ctrl_s_at_80x24_brings_the_first_bad_field_into_view(workspace):
             region = form.query_one(widget_id).region
             assert scroll.region.contains_region(region), f"{widget_id} is out of sight"
         assert any("fix the 2 marked fields: gpus first" in n.message for n in app._notifications)
+
+
+@pytest.mark.slow
+async def test_an_evaluation_with_test_time_training_starts_from_the_form(workspace, tmp_path):
+    """No checkpoint needed: a fresh per-task student learns each task of the dataset; the
+    run shows in the runs list and its evaluation stores every task."""
+    import json as json_module
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for n in range(2):
+        pair = {"input": [[1, 0], [0, 1]], "output": [[4, 0], [0, 4]]}
+        (folder / f"t{n}.json").write_text(json_module.dumps({"train": [pair, pair], "test": [pair]}))
+    app = SageApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        form.query_one("#kind", Select).value = "eval"
+        await pilot.pause()
+        assert form.query_one("#dataset", Select).value == "arc1/eval"   # the kind's own default
+        assert form.query_one("#row-ttt_steps").display and not form.query_one("#row-student").display
+        form.query_one("#dataset", Select).value = "folder"
+        await pilot.pause()
+        form.query_one("#dataset_folder", Input).value = str(folder)
+        form.query_one("#ttt_steps", Input).value = "4"
+        form.query_one("#workers", Input).value = "1"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=90,
+                         what="the launch to close the form")
+        await app.workers.wait_for_complete()
+
+    def finished():
+        with Store.open_readonly(workspace) as store:
+            [run] = store.list_runs()
+            return run if run.status == "finished" else None
+    import time
+    deadline = time.time() + 120
+    while not finished() and time.time() < deadline:
+        time.sleep(0.5)
+    run = finished()
+    assert run is not None and run.kind == "eval" and run.config["ttt_steps"] == 4
+    with Store.open_readonly(workspace) as store:
+        evaluation = store.get_evaluation(store.evaluation_of_run(run.id))
+    assert evaluation.n_tasks == 2 and evaluation.checkpoint_id is None
