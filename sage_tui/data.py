@@ -85,13 +85,21 @@ def _key_order(key: str) -> tuple:
 class RunRow:
     run: Run
     status: str               # effective: "crashed" when the engine is gone
-    best: float | None        # best validation pass@2
+    best: float | None        # best validation pass@2; an eval run's score so far
+
+
+def run_best(store: Store, run: Run) -> float | None:
+    """The figure the runs list shows: a training run's best validation pass@2; an
+    evaluation's pass@2 (over the tasks done so far, while it runs)."""
+    if run.kind == "eval":
+        evaluation_id = store.evaluation_of_run(run.id)
+        return store.get_evaluation(evaluation_id).score_pass2 if evaluation_id is not None else None
+    return store.best_value(run.id, BEST_KEY)
 
 
 def load_runs(workspace: Path, now: float | None = None) -> list[RunRow]:
     with Store.open_readonly(workspace) as store:
-        return [RunRow(run, effective_status(run, now), store.best_value(run.id, BEST_KEY))
-                for run in store.list_runs()]
+        return [RunRow(run, effective_status(run, now), run_best(store, run)) for run in store.list_runs()]
 
 
 def run_exists(workspace: Path, run_id: int) -> bool:
@@ -141,7 +149,7 @@ def load_run(workspace: Path, run_id: int, requests: list[SeriesRequest], points
         rows = {}
         for rid in (run_id, *overlay_ids):
             run = store.get_run(rid)
-            rows[rid] = RunRow(run, effective_status(run, now), store.best_value(rid, BEST_KEY))
+            rows[rid] = RunRow(run, effective_status(run, now), run_best(store, run))
         keys = store.metric_names(run_id)
         if first_group and not requests:
             group = next(iter(keys_by_group(keys).values()), [])
