@@ -56,8 +56,8 @@ def task_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "ce",
     "ce": cross-entropy; "weighted": cross-entropy with ``class_weights``, or
     inverse-frequency weights from this batch if none are given; "focal":
     (1 - p)^gamma * cross-entropy, optionally class-weighted.
-    ``region`` "grid" (the default) averages the mean over the expected grid's real cells
-    and the mean over the cells marking its edge, so the ~95% of the canvas that lies
+    ``region`` "grid" (the default) averages, per example, the mean over the expected
+    grid's real cells and the mean over the cells marking its edge, then over examples, so the ~95% of the canvas that lies
     outside a small grid cannot dominate; "canvas" is the mean over every known cell.
     """
     if mode not in TASK_LOSS_MODES:
@@ -84,8 +84,19 @@ def task_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "ce",
 
     if region == "canvas":
         return mean_over(known)
-    real, edge = (m.reshape(-1) for m in grid_edge_cells(target))
-    return (mean_over(real) + mean_over(edge)) / 2 if edge.any() else mean_over(real)
+    # Per example, so each grid weighs the same whatever its size, and a batch split
+    # across processes (DDP) averages to the same loss as the whole batch.
+    batch = target.shape[0]
+    real, edge = (m.reshape(batch, -1).float() for m in grid_edge_cells(target))
+    losses, weights = (cell_losses * cell_weights).view(batch, -1), cell_weights.view(batch, -1)
+
+    def per_example(mask: torch.Tensor) -> torch.Tensor:
+        return (losses * mask).sum(1) / (weights * mask).sum(1).clamp(min=1e-12)
+
+    has_edge = edge.sum(1) > 0
+    example = torch.where(has_edge, (per_example(real) + per_example(edge)) / 2, per_example(real))
+    scored = real.sum(1) > 0    # examples whose target is known
+    return example[scored].mean() if scored.any() else flat_logits.sum() * 0.0
 
 
 @torch.no_grad()
