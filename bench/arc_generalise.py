@@ -111,6 +111,10 @@ def main() -> None:
     if args.max_tasks:
         tasks = dict(list(tasks.items())[: args.max_tasks])
     workspace = Path(args.workspace or tempfile.mkdtemp(prefix="sage-bench-"))
+    sys.path.insert(0, str(ROOT))
+    from db.store import Store
+
+    Store.open(workspace).close()   # `sage-engine eval` runs in an existing workspace
     command = ["eval", "--dataset", dataset, "--seed", str(args.seed)]
     for flag, value in (("--max-grid", max_grid), ("--max-tasks", args.max_tasks),
                         ("--ttt-steps", args.ttt_steps), ("--ttt-seconds", args.ttt_seconds),
@@ -128,9 +132,6 @@ def main() -> None:
     if result.returncode != 0:
         sys.exit(f"the evaluation failed:\n{result.stderr[-2000:]}")
     print(result.stdout.strip().splitlines()[-1])
-    sys.path.insert(0, str(ROOT))
-    from db.store import Store
-
     with Store.open_readonly(workspace) as store:
         evaluation = store.evaluations()[-1]
     exported = engine("export", "--evaluation", str(evaluation.id), "--format", "submission",

@@ -51,7 +51,7 @@ class PerTaskSettings:
     colour_permutations: bool = True
     vote_permutations: int = 4       # colour permutations per transform at prediction
     models: int = 1                  # an ensemble sharing the budget (see model_variants)
-    group_sparsity: float = 0.0      # penalty on each feature block's input weights (few blocks)
+    group_sparsity: float = 0.01     # penalty on each feature block's input weights (few blocks)
     feature_dropout: float = 0.0     # chance a feature block is hidden from a training sample
     seed: int = 0
 
