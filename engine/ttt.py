@@ -216,18 +216,24 @@ def _outcomes(ctx: RunContext, pending: list[ArcTask], start: dict, workers: int
     A stop request ends every worker's training at once; unfinished tasks stay pending."""
     jobs = [task_job(t) for t in pending]
     if workers == 1:
+        import torch
+
+        threads = torch.get_num_threads()   # restored after: this process may go on
         stop = threading.Event()
         _init_worker(stop, start)
-        for job in jobs:
-            if ctx.should_stop:
-                raise StopRequested()
-            stop.clear()
-            watcher = _StopWatcher(ctx, stop)
-            outcome = solve(job)
-            watcher.close()
-            if outcome is None:
-                raise StopRequested()
-            yield outcome
+        try:
+            for job in jobs:
+                if ctx.should_stop:
+                    raise StopRequested()
+                stop.clear()
+                watcher = _StopWatcher(ctx, stop)
+                outcome = solve(job)
+                watcher.close()
+                if outcome is None:
+                    raise StopRequested()
+                yield outcome
+        finally:
+            torch.set_num_threads(threads)
         return
     spawn = multiprocessing.get_context("spawn")   # no fork of a process holding threads and locks
     stop = spawn.Event()

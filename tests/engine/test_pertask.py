@@ -79,7 +79,6 @@ def recolour_task(rng, n):
 
 
 def test_a_fresh_student_learns_a_task_from_its_demonstrations_alone():
-    torch.set_num_threads(1)
     rng = np.random.default_rng(3)
     demos, tests = recolour_task(rng, 3), recolour_task(rng, 2)
     solution = solve_task(demos, [t[0] for t in tests], PerTaskSettings(steps=60, width=32, depth=2))
@@ -102,7 +101,6 @@ def test_a_rule_with_a_direction_is_answered_in_the_original_frame():
     """Mirroring left to right is not symmetric under the 8 transforms: told which view it
     sees, and with a second model trained without transforms in the ensemble, the
     student still answers in the original frame."""
-    torch.set_num_threads(1)
     rng = np.random.default_rng(5)
     demos = [(g, g[:, ::-1].copy()) for g in (random_grid(rng, (4, 5)) for _ in range(4))]
     test = random_grid(rng, (5, 4))
