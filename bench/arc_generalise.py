@@ -142,8 +142,8 @@ def main() -> None:
     agrees = abs(pass2 - evaluation.score_pass2) < 1e-9 and abs(pass1 - evaluation.score_pass1) < 1e-9
     budget = (f"{args.ttt_steps} steps" if args.ttt_steps else "") + (
         f"{' / ' if args.ttt_steps else ''}{args.ttt_seconds:g} s" if args.ttt_seconds else "")
-    print(f"\n| set | tasks | budget per task | pass@2 | pass@1 | fully solved | no-learning pass@2 | wall |")
-    print(f"| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| set | tasks | budget per task | pass@2 | pass@1 | fully solved | no-learning pass@2 | wall |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {args.set} | {len(tasks)} | {budget or 'default'} | {pass2:.3f} | {pass1:.3f} | {full} | "
           f"{base2:.3f} ({base_full} solved) | {wall / 60:.1f} min |")
     print(f"\nindependent re-score {'agrees with' if agrees else 'DIFFERS FROM'} the stored score "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from engine.grid_features import CHANNELS, cell_features, colour_channel_index
 from engine.pertask import PerTaskSettings, fixed_colours, rank_candidates, solve_task
