@@ -28,9 +28,17 @@ def score_text(e: Evaluation) -> str:
     pass2 = "pass@2" if e.attempts_per_input != 1 else "pass@2 [yellow](one attempt: a pass@1)[/]"
     text = (f"score [b]{e.score_pass2:.4f}[/b] {pass2} · {e.score_pass1:.4f} pass@1 (mean over "
             f"tasks of test inputs solved)")
+    adapted = e.summary.get("test_time_training")
+    if adapted:   # what answered: each task learnt from its demonstrations first
+        planned = e.summary.get("n_tasks_planned")
+        done = f" · {e.n_tasks} of {planned} tasks done" if planned and planned != e.n_tasks else ""
+        text += f"\ntest-time training: {adapted}{done}"
+    if e.summary.get("transductive"):
+        text += f"\n[yellow]transductive:[/] {e.summary['transductive']}"
     if e.baseline("cell_acc") is not None:
+        who = "these answers" if adapted else "this checkpoint"
         text += (f"\nno-learning baseline: pass@2 {e.baseline('pass2'):.4f}, cells "
-                 f"{e.baseline('cell_acc'):.0%} · this checkpoint: cells {e.summary.get('cell_acc', 0.0):.0%}")
+                 f"{e.baseline('cell_acc'):.0%} · {who}: cells {e.summary.get('cell_acc', 0.0):.0%}")
     if e.overlapping_tasks:
         unseen = e.score_unseen
         count = len(e.overlapping_tasks)

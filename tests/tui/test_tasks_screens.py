@@ -275,3 +275,44 @@ async def test_task_view_lays_grids_out_for_the_space_there_is(workspace, size):
                 assert scales == {1}   # 26 cells wide: half blocks, however wide the screen
             elif size[0] == 160:
                 assert scales == {2} and grids[0].region.width == 2 * cells + 2
+
+
+async def test_a_test_time_training_evaluation_is_browsed_to_its_solved_tasks(workspace, tmp_path, arc_tasks):
+    """A real evaluation with test-time training (a fresh per-task student learns each
+    task from its demonstrations): its tasks screen says how the answers were made, the
+    solved filter finds the task it solved, and the task view shows the right attempt."""
+    import json
+
+    from engine.evaluate import eval_job
+    from engine.runner import run_job
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for task_id in ("3c9b0459", "25ff71a9"):      # rotate 180°; shift down
+        (folder / f"{task_id}.json").write_text(json.dumps(arc_tasks[task_id]))
+    with Store.open(workspace) as store:
+        run = store.create_run("ttt", "eval", {"dataset": str(folder), "ttt_steps": 60, "workers": 1,
+                                               "checkpoint_id": None, "source_run_id": None})
+    assert run_job(workspace, run.id, eval_job) == 0
+    with Store.open_readonly(workspace) as store:
+        evaluation_id = store.evaluation_of_run(run.id)
+        solved = {s.task_id for s in store.task_scores(evaluation_id) if s.score == 1}
+    assert "3c9b0459" in solved                      # one copy-path weight: rotate the input
+
+    app = ScreenApp(workspace, lambda: TasksScreen(evaluation_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.view is not None, timeout=10, what="the tasks")
+        assert "test-time training: a fresh per-task student per task" in text(screen, "#tasks-summary")
+        await pilot.press("s")
+        assert set(table_keys(screen)) == solved
+        while table_keys(screen)[screen.query_one(DataTable).cursor_row] != "3c9b0459":
+            await pilot.press("down")
+        await pilot.press("enter")
+        view = app.screen
+        assert isinstance(view, TaskViewScreen) and view.task_id == "3c9b0459"
+        await wait_until(pilot, lambda: view.detail is not None, timeout=10, what="the task")
+        [prediction] = view.detail.predictions
+        assert prediction.correct_1 or prediction.correct_2
+        assert prediction.expected == arc_tasks["3c9b0459"]["test"][0]["output"]
+    assert not app.errors
