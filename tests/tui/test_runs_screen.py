@@ -349,7 +349,11 @@ async def test_the_demo_ends_with_an_evaluation_of_its_best_checkpoint(frozen, m
         with Store.open(frozen) as store:
             store.update_run(demo.id, status="finished")
         await wait_until(pilot, lambda: launched, timeout=10, what="the demo's evaluation")
-        assert launched == [("eval", "--checkpoint", str(early), "--dataset", "arc1/train",
-                             "--max-tasks", str(control.DEMO_EVAL_TASKS))]
+        await wait_until(pilot, lambda: len(launched) == 2, timeout=10, what="both evaluations")
+        assert launched[0] == ("eval", "--checkpoint", str(early), "--dataset", "arc1/train",
+                               "--max-tasks", str(control.DEMO_EVAL_TASKS))
+        # ... and held-out tasks learnt at test time, with no checkpoint.
+        assert launched[1][:3] == ("eval", "--dataset", "arc1/eval") and "--ttt-steps" in launched[1]
+        assert "--checkpoint" not in launched[1]
         await wait_until(pilot, lambda: any("demo finished" in n.message for n in app.notices),
                          timeout=5, what="the notification")
