@@ -28,7 +28,7 @@ import numpy as np
 from db.store import Prediction, TaskScore
 from engine.arc import ArcTask, load_dataset, select_tasks
 from engine.evaluate import evaluation_message
-from engine.integrity import evaluation_summary
+from engine.integrity import baseline_figures, evaluation_summary
 from engine.pertask import PerTaskSettings, solve_task
 from engine.runner import JobFailed, RunContext, StopRequested
 from engine.scoring import EvalResult, TestPrediction, grid_cell_accuracy, grids_equal
@@ -144,8 +144,9 @@ def ttt_job(ctx: RunContext) -> str:
     start = _starting_point(ctx, config, settings)
     evaluation_id = ctx.store.evaluation_of_run(ctx.run_id)
     if evaluation_id is None:
+        # The no-learning baseline on the same tasks is beside the score from the first task.
         summary = {"test_time_training": _describe(start, settings), "n_tasks_planned": len(tasks),
-                   "attempts_per_input": 2}
+                   "attempts_per_input": 2, **baseline_figures(tasks)}
         evaluation_id = ctx.store.start_evaluation(
             ctx.run_id, config.get("source_run_id"), config.get("checkpoint_id"), dataset.name, summary)
     done = set(ctx.store.evaluated_task_ids(evaluation_id))
