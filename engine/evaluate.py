@@ -87,7 +87,8 @@ def evaluation_message(evaluation: Evaluation, dataset: str) -> str:
     message = (f"evaluation {evaluation.id}: {pass2} {evaluation.score_pass2:.4f}, pass@1 "
                f"{evaluation.score_pass1:.4f}, cell accuracy {s.get('cell_acc', float('nan')):.3f} "
                f"over {evaluation.n_tasks} tasks ({evaluation.n_test_inputs} test inputs) of "
-               f"{dataset} — official ARC rule: mean over tasks of the fraction of test inputs solved")
+               f"{dataset}{', with test-time training' if s.get('test_time_training') else ''} — "
+               f"official ARC rule: mean over tasks of the fraction of test inputs solved")
     if "baseline_pass2" in s:
         message += (f"; no-learning baseline: pass@2 {s['baseline_pass2']:.4f}, cell accuracy "
                     f"{s['baseline_cell_acc']:.3f}")

@@ -175,7 +175,6 @@ def ttt_job(ctx: RunContext) -> str:
                          eta_s=per_task * (len(tasks) - count))
     _summarise(ctx, evaluation_id, tasks, start.get("train_config"))
     message = evaluation_message(ctx.store.get_evaluation(evaluation_id), dataset.name)
-    message = message.replace(f"of {dataset.name}", f"of {dataset.name}, with test-time training", 1)
     ctx.event("evaluation", message, {"evaluation_id": evaluation_id})
     print(message, flush=True)
     return "finished"
