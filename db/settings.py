@@ -205,6 +205,16 @@ def _eval_demos_need_an_eval_dataset(values: dict) -> SettingError | None:
     return None
 
 
+def _grid_student_options(values: dict) -> SettingError | None:
+    if values["task_embedding"] and values["student"] not in ("standalone", "recursive"):
+        return SettingError("task_embedding", f"the {values['student']} student has no task embedding: "
+                                              f"use student=standalone or recursive, or task_embedding=0")
+    if values["augment_translate"] and values["student"] == "pertask":
+        return SettingError("augment_translate", "the pertask student's training does not translate "
+                                                 "grids: use augment_translate=0")
+    return None
+
+
 def _teacher_needs_folder(values: dict) -> SettingError | None:
     if values["teacher"] != "builtin" and not (values["teacher_options"] or {}).get("model_path"):
         return SettingError("teacher_options", f"the {values['teacher']} teacher needs its "
@@ -241,6 +251,8 @@ TRAIN = Schema("train", (
             "distillation), sage-seed (reads teacher features), recursive (refines its answer, "
             "after TRM) or pertask (the per-task network, pretrained across tasks)", choices=STUDENTS),
     Setting("preset", str, "tiny", "student size (seed: the original's 512-wide, 6 layers)", choices=PRESETS),
+    Setting("task_embedding", int, 0, "width of a learned vector per training task added to the "
+            "student's input (standalone, recursive; unseen tasks get the mean; 0: none)", low=0),
     # optimisation
     _positive_int("epochs", 500, "passes over the training queries"),
     _positive_int("max_steps", None, "stop after this many steps", optional=True),
@@ -262,6 +274,8 @@ TRAIN = Schema("train", (
     _weight("w_cosine", 0.25, "distillation: weight of the cosine loss to the teacher's features"),
     # augmentation: dihedral x colour permutations for training, votes for evaluation
     Setting("augment", bool, False, "dihedral × colour-permutation augmentation of training queries"),
+    Setting("augment_translate", int, 0, "shift every grid of a training query's task by one random "
+            "offset of up to N cells down and right, padding with 0, within 30×30 (0: none)", low=0, high=29),
     Setting("tta_votes", int, 0, "augmentations voted over at validation and evaluation", low=0),
     # runtime
     Setting("device", str, "auto", DEVICE_HELP + " (bf16 autocast on CUDA)", check=_device),
@@ -272,7 +286,7 @@ TRAIN = Schema("train", (
     _positive_int("checkpoint_every_steps", 200, "checkpoint every N steps"),
     _weight("checkpoint_every_minutes", 10.0, "and at least every N minutes"),
     _positive_int("keep_last", 3, "checkpoints kept besides the best"),
-), rules=(_seed_needs_features, _eval_demos_need_an_eval_dataset))
+), rules=(_seed_needs_features, _eval_demos_need_an_eval_dataset, _grid_student_options))
 
 EXTRACT = Schema("extract", (
     Setting("dataset", str, "arc1/train", "arc1/train, arc1/eval, arc2/train, arc2/eval or a folder",

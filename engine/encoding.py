@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.arc import ArcTask, example_id, query_view
+from engine.augment import original_task_id
 
 CANVAS = 30
 OUTSIDE = 10                 # class of a canvas cell that lies outside the grid
@@ -60,7 +61,8 @@ def build_example(task: ArcTask, kind: str, index: int,
     Tokens are the colours of every real cell, row-major, of the query input first
     (so a model finds its tokens as a prefix), then demo 0 input, demo 0 output, ...
     At most MAX_DEMOS demos are used.
-    "target" is the encoded query output, or None where it is unknown.
+    "target" is the encoded query output, or None where it is unknown; "task_id" the
+    task an augmented copy was made from (a student's task embedding is per task).
     """
     limit = MAX_DEMOS if max_demos is None else min(max_demos, MAX_DEMOS)
     demos, query_input = query_view(task, kind, index, max_demos=limit)
@@ -77,6 +79,7 @@ def build_example(task: ArcTask, kind: str, index: int,
         "segments": segments,
         "target": None if output is None else encode_target(output),
         "example_id": example_id(task.id, kind, index),
+        "task_id": original_task_id(task.id),
     }
 
 
@@ -110,6 +113,7 @@ def collate(examples: list[dict], teacher: dict | None = None) -> dict:
         "pad_mask": torch.from_numpy(pad_mask),
         "target": torch.from_numpy(targets),
         "example_ids": [e["example_id"] for e in examples],
+        "task_ids": [e["task_id"] for e in examples],
     }
     if teacher is not None:
         batch["teacher_features"] = torch.as_tensor(teacher["teacher_features"])

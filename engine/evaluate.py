@@ -15,14 +15,13 @@ from engine.config import TrainConfig
 from engine.integrity import evaluation_summary
 from engine.predict import EvalResult, evaluate_queries, pick_device
 from engine.runner import JobFailed, RunContext
-from engine.student import build_student
+from engine.student import build_from_spec
 
 log = logging.getLogger("engine")
 
 
 def load_student(state: dict, device: torch.device):
-    spec = state["student"]
-    model = build_student(spec["kind"], spec["preset"], teacher_dim=spec["teacher_dim"])
+    model = build_from_spec(state["student"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 

@@ -7,10 +7,15 @@
 
 Both return ``StudentOutput``; ``hidden`` / ``hidden_mask`` are what distillation
 compares with the teacher's features (through ``model.distill_projection``).
+
+The students that read grids may carry a task embedding (after TRM/HRM's "puzzle
+embedding"): a learned vector per training task, added to every input token. The
+checkpoint's student spec (``student_spec``) names the task of each row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -35,6 +40,7 @@ class StudentConfig:
     teacher_dim: int = 0                          # 0 = no distillation projection
     cycles: int = 3                               # recursive: supervised refinements of the answer
     inner_steps: int = 2                          # recursive: latent updates per refinement
+    task_embedding: int = 0                       # standalone/recursive: task vector width, 0 = none
 
 
 PRESETS = {
@@ -143,10 +149,15 @@ class StandaloneStudent(nn.Module):
     encoder): that keeps the 900-query cross-attention short on large tasks.
     """
 
-    def __init__(self, config: StudentConfig):
+    def __init__(self, config: StudentConfig, task_ids: Sequence[str] = ()):
         super().__init__()
         self.config = config
         d = config.d_model
+        self.task_ids = list(task_ids) if config.task_embedding else []   # the task of each row
+        if config.task_embedding:
+            # Zeros at first (as in TRM): every task starts from the same input.
+            self.task_vectors = nn.Parameter(torch.zeros(len(self.task_ids), config.task_embedding))
+            self.task_projection = nn.Linear(config.task_embedding, d, bias=False)
         self.colour = nn.Embedding(VOCAB_SIZE, d)
         self.row = nn.Embedding(CANVAS, d)
         self.col = nn.Embedding(CANVAS, d)
@@ -166,11 +177,35 @@ class StandaloneStudent(nn.Module):
         padding = batch["pad_mask"]
         x = (self.colour(batch["tokens"]) + self.row(batch["rows"])
              + self.col(batch["cols"]) + self.segment(batch["segments"]))
+        if self.config.task_embedding:
+            x = x + self.task_inputs(batch, len(x)).unsqueeze(1)
         hidden = self.encoder(x, src_key_padding_mask=padding)
         # build_example puts the query input first, so its tokens are a prefix.
         is_query = (batch["segments"] == QUERY_SEGMENT) & ~padding
         query_length = int(is_query.sum(1).max())
         return hidden, hidden[:, :query_length], ~is_query[:, :query_length], padding
+
+    def task_inputs(self, batch: dict, batch_size: int) -> torch.Tensor:
+        """[B, d_model]: each query's task vector, projected. A task without a row (not
+        trained on, or a batch that names no tasks) gets the mean of the learned rows."""
+        rows = {task_id: row for row, task_id in enumerate(self.task_ids)}
+        unseen = len(rows)
+        names = batch.get("task_ids") or [None] * batch_size
+        index = torch.tensor([rows.get(name, unseen) for name in names], device=self.task_vectors.device)
+        mean = (self.task_vectors.mean(0, keepdim=True) if unseen
+                else self.task_vectors.new_zeros(1, self.config.task_embedding))
+        return self.task_projection(torch.cat([self.task_vectors, mean])[index])
+
+    def add_task(self, task_id: str) -> None:
+        """A row of its own for a task not trained on, starting at the mean of the learned
+        rows; test-time training then trains it with the rest of the student."""
+        if not self.config.task_embedding:
+            return
+        with torch.no_grad():
+            start = (self.task_vectors.mean(0, keepdim=True) if self.task_ids
+                     else self.task_vectors.new_zeros(1, self.config.task_embedding))
+            self.task_vectors = nn.Parameter(torch.cat([self.task_vectors, start]))
+        self.task_ids.append(task_id)
 
     def output_cells(self, batch_size: int) -> torch.Tensor:
         cells = (self.row(self.cell_rows) + self.col(self.cell_cols) + self.output_marker)
@@ -192,8 +227,8 @@ class RecursiveStudent(StandaloneStudent):
     (y, z), then y from z, and decodes an answer; every answer is supervised (deep
     supervision), so the network learns to improve its own previous answer."""
 
-    def __init__(self, config: StudentConfig):
-        super().__init__(config)
+    def __init__(self, config: StudentConfig, task_ids: Sequence[str] = ()):
+        super().__init__(config, task_ids)
         d = config.d_model
         self.latent_block = CrossAttentionBlock(config)
         self.answer_update = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
@@ -212,10 +247,12 @@ class RecursiveStudent(StandaloneStudent):
         return StudentOutput(answers[-1], hidden, ~padding, tuple(answers[:-1]))
 
 
-def build_student(kind: str, preset: str, teacher_dim: int = 0, **overrides) -> nn.Module:
-    """A student of ``kind`` ("sage-seed" / "standalone") sized by ``preset``; any
-    StudentConfig field can be overridden. teacher_dim > 0 adds the distillation
-    projection (and is required by sage-seed, whose input it is)."""
+def build_student(kind: str, preset: str, teacher_dim: int = 0, task_ids: Sequence[str] = (),
+                  **overrides) -> nn.Module:
+    """A student of ``kind`` (see STUDENT_KINDS) sized by ``preset``; any StudentConfig
+    field can be overridden. teacher_dim > 0 adds the distillation projection (and is
+    required by sage-seed, whose input it is). With ``task_embedding=W``, ``task_ids``
+    are the tasks that get a learned row each."""
     if kind not in STUDENT_KINDS:
         raise ValueError(f"unknown student kind {kind!r}: use one of {', '.join(STUDENT_KINDS)}")
     if preset not in PRESETS:
@@ -224,8 +261,26 @@ def build_student(kind: str, preset: str, teacher_dim: int = 0, **overrides) -> 
         config = replace(PRESETS[preset], teacher_dim=teacher_dim, **overrides)
     except TypeError as exc:
         raise ValueError(f"bad student override: {exc}") from None
-    classes = {"sage-seed": SeedStudent, "standalone": StandaloneStudent, "recursive": RecursiveStudent}
-    return classes[kind](config)
+    if kind == "sage-seed":
+        if config.task_embedding:
+            raise ValueError("the sage-seed student has no task embedding")
+        return SeedStudent(config)
+    classes = {"standalone": StandaloneStudent, "recursive": RecursiveStudent}
+    return classes[kind](config, task_ids)
+
+
+def student_spec(model: nn.Module, kind: str, preset: str) -> dict:
+    """What a checkpoint records to rebuild the student: ``build_from_spec`` reads it."""
+    spec = {"kind": kind, "preset": preset, "teacher_dim": model.config.teacher_dim}
+    if model.config.task_embedding:
+        spec.update(task_embedding=model.config.task_embedding, task_ids=list(model.task_ids))
+    return spec
+
+
+def build_from_spec(spec: dict) -> nn.Module:
+    """The student a checkpoint's spec describes (one saved before task embeddings too)."""
+    return build_student(spec["kind"], spec["preset"], teacher_dim=spec.get("teacher_dim", 0),
+                         task_ids=spec.get("task_ids", ()), task_embedding=spec.get("task_embedding", 0))
 
 
 def count_parameters(model: nn.Module, include_distillation: bool = False) -> int:

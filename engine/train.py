@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from engine import distributed  # noqa: E402
 from engine.arc import ArcTask, all_queries, example_id, load_dataset, select_tasks  # noqa: E402
-from engine.augment import augment_task, random_colour_permutation  # noqa: E402
+from engine.augment import augment_task, random_colour_permutation, random_translation  # noqa: E402
 from engine.checkpoints import apply_retention, load_state, save_checkpoint  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.encoding import build_example, collate  # noqa: E402
@@ -33,7 +33,7 @@ from engine.losses import LossWeights, combined_loss, task_loss_parts  # noqa: E
 from engine.predict import evaluate_queries, pick_device  # noqa: E402
 from engine.runner import JobFailed, RunContext  # noqa: E402
 from engine.scoring import batch_metrics  # noqa: E402
-from engine.student import build_student, count_parameters  # noqa: E402
+from engine.student import build_student, count_parameters, student_spec  # noqa: E402
 
 
 @dataclass
@@ -138,6 +138,8 @@ def make_batch(cfg: TrainConfig, data: TrainData, queries: list[tuple[ArcTask, s
     for task, kind, index in queries:
         if cfg.augment:
             task = augment_task(task, int(rng.integers(8)), random_colour_permutation(rng))
+        if cfg.augment_translate:   # drawn after the others: runs without it draw as before
+            task = random_translation(task, kind, cfg.augment_translate, rng)
         examples.append(build_example(task, kind, index, cfg.max_demos))
     teacher = None
     if data.features is not None:
@@ -181,7 +183,10 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
         torch.use_deterministic_algorithms(True, warn_only=True)
     data = prepare_data(cfg, ctx)
     teacher_dim = data.features.feature_dim if data.features is not None else 0
-    model = build_student(cfg.student, cfg.preset, teacher_dim=teacher_dim).to(device)
+    # A task embedding has a row per task trained on (evaluation tasks too, with eval_demos).
+    task_ids = sorted({task.id for task, _, _ in data.train}) if cfg.task_embedding else ()
+    model = build_student(cfg.student, cfg.preset, teacher_dim=teacher_dim, task_ids=task_ids,
+                          task_embedding=cfg.task_embedding).to(device)
     ctx.event("model", f"{cfg.student}/{cfg.preset} student, {count_parameters(model):,} parameters, "
                        f"on {device}" + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
     if ctx.is_writer:
@@ -243,7 +248,7 @@ def train_job(ctx: RunContext, resume: bool = False, checkpoint_id: int | None =
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "rng": rng_state(), "step": step, "epoch": epoch,
                  "batch_in_epoch": batch_in_epoch, "config": cfg.to_dict(),
-                 "student": {"kind": cfg.student, "preset": cfg.preset, "teacher_dim": teacher_dim}}
+                 "student": student_spec(model, cfg.student, cfg.preset)}
         saved = save_checkpoint(ctx.store, ctx.workspace, ctx.run_id, ctx.run_dir, state, step,
                                 epoch + batch_in_epoch / batches_per_epoch, metrics, reason)
         apply_retention(ctx.store, ctx.workspace, ctx.run_id, cfg.keep_last)
@@ -377,6 +382,11 @@ def _restore(ctx: RunContext, checkpoint_id: int | None, model, optimizer, sched
             ctx.store.truncate_metrics_after(ctx.run_id, 0)
         return 0, 0, 0
     state = load_state(ctx.absolute(chosen.path))
+    saved_rows, rows = state.get("student", {}).get("task_ids", []), getattr(model, "task_ids", [])
+    if saved_rows != rows:
+        raise JobFailed(f"the task embedding rows of checkpoint {chosen.id} ({len(saved_rows)} tasks) "
+                        f"differ from those this run's data gives ({len(rows)} tasks): resume with "
+                        f"the settings the checkpoint was trained with")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

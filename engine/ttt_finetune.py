@@ -2,8 +2,11 @@
 
 A copy of the trained student is fine-tuned on one task's leave-one-out queries: each
 demonstration in turn is the query and the others its context (``engine.arc.query_view``
-decides that view), under random dihedral x colour-permutation augmentation. Then each
-test input is predicted under the same augmentations, mapped back and voted.
+decides that view), under random dihedral x colour-permutation augmentation, and
+translation where the checkpoint was trained with it (``augment_translate``). Then each
+test input is predicted under dihedral x colour-permutation views (never translated),
+mapped back and voted. A student with a task embedding gives the task a row of its
+own, starting at the mean of the learned ones, and fine-tunes it too.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import torch
 
 from engine.arc import ArcTask, Pair
 from engine.augment import (NUM_DIHEDRAL, augment_task, random_colour_permutation,
-                            undo_prediction, vote)
+                            random_translation, undo_prediction, vote)
 from engine.encoding import build_example, collate
 from engine.losses import task_loss
 from engine.predict import predict_grids
-from engine.student import build_student
+from engine.student import build_from_spec
 
 FINETUNE_LR = 3e-4
 
@@ -39,31 +42,17 @@ def adapt_and_answer(start: dict, demos, test_inputs, should_stop) -> FinetuneSo
     settings = start["settings"]
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    spec = start["student"]
-    model = build_student(spec["kind"], spec["preset"], teacher_dim=spec.get("teacher_dim", 0))
+    model = build_from_spec(start["student"])
     model.load_state_dict(start["state"])
     max_demos = start["train_config"].get("max_demos")
     task = ArcTask("task", tuple(Pair(np.asarray(i), np.asarray(o)) for i, o in demos),
                    tuple(Pair(np.asarray(i), None) for i in test_inputs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=FINETUNE_LR, weight_decay=0.0)
-    losses: list[float] = []
-    model.train()
-    for _ in range(settings.steps):
-        if settings.seconds is not None and time.perf_counter() - started > settings.seconds:
-            break
-        if should_stop():
-            break
-        examples = []
-        for index in range(len(task.train)):
-            view = augment_task(task, int(rng.integers(NUM_DIHEDRAL)), random_colour_permutation(rng))
-            examples.append(build_example(view, "train", index, max_demos))
-        batch = collate(examples)
-        loss = task_loss(model(batch).logits, batch["target"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    model.eval()
+
+    def out_of_time() -> bool:
+        return ((settings.seconds is not None and time.perf_counter() - started > settings.seconds)
+                or should_stop())
+
+    losses = fine_tune(model, task, start["train_config"], settings.steps, rng, out_of_time)
     device = torch.device("cpu")
     fitted = predict_grids(model, [(task, "train", i) for i in range(len(task.train))], max_demos, device)
     demo_exact = float(np.mean([np.array_equal(g, p.output) for g, p in zip(fitted, task.train)]))
@@ -81,6 +70,35 @@ def adapt_and_answer(start: dict, demos, test_inputs, should_stop) -> FinetuneSo
         ranked = vote(grids)
         attempts.append(ranked[:2] if len(ranked) > 1 else [ranked[0], _changed_corner(ranked[0])])
     return FinetuneSolution(attempts, losses, time.perf_counter() - started, demo_exact)
+
+
+def fine_tune(model, task: ArcTask, train_config: dict, steps: int, rng: np.random.Generator,
+              out_of_time) -> list[float]:
+    """Fine-tune ``model`` on the task's leave-one-out queries, augmented as its training
+    run was, for ``steps`` steps or until ``out_of_time()``; the loss of each step."""
+    max_demos = train_config.get("max_demos")
+    max_shift = train_config.get("augment_translate", 0)
+    model.add_task(task.id)   # before the optimizer is made, so it trains the task's row
+    optimizer = torch.optim.AdamW(model.parameters(), lr=FINETUNE_LR, weight_decay=0.0)
+    losses: list[float] = []
+    model.train()
+    for _ in range(steps):
+        if out_of_time():
+            break
+        examples = []
+        for index in range(len(task.train)):
+            view = augment_task(task, int(rng.integers(NUM_DIHEDRAL)), random_colour_permutation(rng))
+            if max_shift:
+                view = random_translation(view, "train", max_shift, rng)
+            examples.append(build_example(view, "train", index, max_demos))
+        batch = collate(examples)
+        loss = task_loss(model(batch).logits, batch["target"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
 
 
 def _changed_corner(grid: np.ndarray) -> np.ndarray:

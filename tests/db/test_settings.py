@@ -49,6 +49,19 @@ def test_unknown_settings_and_rules_between_settings():
     assert EXTRACT.parse({"teacher": "gr00t", "teacher_options": {"model_path": "/m"}})["teacher"] == "gr00t"
 
 
+def test_task_embedding_and_translation_are_refused_where_the_student_cannot_use_them():
+    for student, name in (("sage-seed", "task_embedding"), ("pertask", "task_embedding"),
+                          ("pertask", "augment_translate")):
+        with pytest.raises(SettingError, match=f"use {name}|{name}=0") as caught:
+            TRAIN.parse({"student": student, name: 4, "features": "store"})
+        assert caught.value.field == name
+    parsed = TRAIN.parse({"student": "recursive", "task_embedding": "16", "augment_translate": "3"})
+    assert (parsed["task_embedding"], parsed["augment_translate"]) == (16, 3)
+    with pytest.raises(SettingError, match="at most 29"):
+        TRAIN.parse({"augment_translate": 30})
+    assert (TRAIN["task_embedding"].default, TRAIN["augment_translate"].default) == (0, 0)
+
+
 def test_defaults_and_the_engines_typed_config_come_from_the_schema():
     from engine.config import TrainConfig
 

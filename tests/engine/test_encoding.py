@@ -90,6 +90,17 @@ def test_collate_pads_and_marks_unknown_targets():
     assert batch["teacher_mask"].dtype == torch.bool
 
 
+def test_an_augmented_querys_task_id_names_the_original_task():
+    """The task embedding looks a query's task up by this id, augmented or not."""
+    from engine.augment import augment_task, translate_task
+
+    swap_1_and_2 = np.array([0, 2, 1, 3, 4, 5, 6, 7, 8, 9])
+    augmented = translate_task(augment_task(make_task(None), 3, swap_1_and_2), 1, 2)
+    assert augmented.id != "toy"
+    batch = collate([build_example(augmented, "test", 0), build_example(make_task(None), "train", 0)])
+    assert batch["task_ids"] == ["toy", "toy"]
+
+
 def test_collate_fills_an_unknown_target_with_ignore_index():
     batch = collate([build_example(make_task(None), "test", 0)])
     assert (batch["target"] == IGNORE_INDEX).all()

@@ -46,7 +46,7 @@ def test_standalone_runs_without_a_teacher_and_ignores_padding(batch):
     torch.manual_seed(0)
     model = build_student("standalone", "tiny").eval()
     assert model.distill_projection is None
-    alone = {k: v[1:] for k, v in collated.items() if k != "example_ids"}
+    alone = {k: v[1:] for k, v in collated.items() if torch.is_tensor(v)}
     alone = {k: v[:, :lengths[1]] if v.dim() == 2 else v for k, v in alone.items()}
     with torch.no_grad():
         padded_logits = model(collated).logits[1]
@@ -104,3 +104,74 @@ def test_the_recursive_student_refines_its_answer_with_deep_supervision():
     loss.backward()
     assert first.grad is not None and first.grad.abs().sum() > 0
     assert not torch.equal(out.earlier_logits[0], out.logits)
+
+
+def _toy_tasks():
+    from engine.arc import load_dataset, select_tasks
+    return select_tasks(load_dataset("arc1/train").tasks, max_grid=6)[:3]
+
+
+@pytest.mark.parametrize("kind", ["standalone", "recursive"])
+def test_a_task_embedding_is_a_row_per_training_task_added_to_the_input(kind):
+    from engine.student import build_from_spec, student_spec
+
+    tasks = _toy_tasks()
+    batch = collate([build_example(t, "test", 0) for t in tasks])
+    plain = build_student(kind, "tiny")
+    assert not hasattr(plain, "task_vectors") and "task_ids" not in student_spec(plain, kind, "tiny")
+    torch.manual_seed(0)
+    model = build_student(kind, "tiny", task_ids=[t.id for t in tasks[:2]], task_embedding=8)
+    assert model.task_vectors.shape == (2, 8)
+    assert count_parameters(model) == count_parameters(plain) + 2 * 8 + 8 * PRESETS["tiny"].d_model
+    with torch.no_grad():
+        model.task_vectors.normal_()
+    assert model(batch).logits.shape == (3, CANVAS, CANVAS, NUM_CLASSES)
+    # The vector changes the answer: the same query read as another task differs.
+    swapped = dict(batch, task_ids=[tasks[1].id, tasks[0].id, tasks[2].id])
+    assert not torch.allclose(model(batch).logits[0], model(swapped).logits[0])
+    # A task without a row (the third; or a batch naming none) reads the mean of the rows.
+    expected = model.task_projection(model.task_vectors.mean(0))
+    torch.testing.assert_close(model.task_inputs(batch, 3)[2], expected)
+    torch.testing.assert_close(model.task_inputs({}, 2), expected.expand(2, -1))
+    # Round trip through the checkpoint's spec and state.
+    spec = student_spec(model, kind, "tiny")
+    assert spec["task_ids"] == [t.id for t in tasks[:2]] and spec["task_embedding"] == 8
+    again = build_from_spec(spec)
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again(batch).logits, model(batch).logits)
+    # A spec saved before task embeddings existed still builds a student.
+    old = build_from_spec({"kind": kind, "preset": "tiny", "teacher_dim": 0})
+    old.load_state_dict(plain.state_dict())
+
+
+def test_training_moves_the_rows_of_the_tasks_trained_on_and_a_new_task_starts_at_the_mean():
+    from engine.losses import combined_loss
+
+    tasks = _toy_tasks()
+    torch.manual_seed(0)
+    model = build_student("standalone", "tiny", task_ids=[tasks[0].id, "never-seen"], task_embedding=8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    batch = collate([build_example(tasks[0], "train", 0), build_example(tasks[0], "test", 0)])
+    for _ in range(3):
+        optimizer.zero_grad()
+        combined_loss(model(batch), batch)["loss"].backward()
+        optimizer.step()
+    trained, untouched = model.task_vectors.detach()
+    assert trained.abs().sum() > 0 and untouched.abs().sum() == 0
+    # A task not trained on gets a row of its own at the mean, which training then moves.
+    model.add_task("new")
+    assert model.task_ids[-1] == "new" and model.task_vectors.shape == (3, 8)
+    torch.testing.assert_close(model.task_vectors[2], (trained + untouched) / 2)
+    new_batch = collate([build_example(replace_id(tasks[1], "new"), "train", 0)])
+    combined_loss(model(new_batch), new_batch)["loss"].backward()
+    assert model.task_vectors.grad[2].abs().sum() > 0 and model.task_vectors.grad[:2].abs().sum() == 0
+
+
+def replace_id(task, task_id):
+    from dataclasses import replace
+    return replace(task, id=task_id)
+
+
+def test_the_sage_seed_student_has_no_task_embedding():
+    with pytest.raises(ValueError, match="no task embedding"):
+        build_student("sage-seed", "tiny", teacher_dim=24, task_embedding=8)
