@@ -70,6 +70,21 @@ LAYOUT = _build_layout()
 CHANNELS = LAYOUT.channels
 
 
+def _colour_block_channels() -> np.ndarray:
+    """[colour-indexed blocks, 10]: the channel of each colour in each such block."""
+    starts, start = [], 0
+    for _, width, is_colour in LAYOUT.blocks:
+        if is_colour:
+            starts.append(start)
+        start += width
+    return np.asarray(starts)[:, None] + np.arange(COLOURS)
+
+
+# What each colour looks like from each output cell: gathered per colour, so that one
+# set of weights can judge every colour alike.
+COLOUR_BLOCK_CHANNELS = _colour_block_channels()
+
+
 def colour_channel_index(perm: np.ndarray) -> np.ndarray:
     """Channel gather index that recolours features by ``perm`` (colour c -> perm[c]):
     ``features[index]`` equals the features of the recoloured grid."""

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.augment import NUM_DIHEDRAL, dihedral, inverse_dihedral
-from engine.grid_features import (ALIGNMENTS, CHANNELS, COLOURS, LAYOUT, cell_features,
-                                  colour_channel_index)
+from engine.grid_features import (ALIGNMENTS, CHANNELS, COLOUR_BLOCK_CHANNELS, COLOURS, LAYOUT,
+                                  cell_features, colour_channel_index)
 from engine.shapes import ShapeModel, infer_shapes
 
 Grid = np.ndarray
@@ -44,6 +44,7 @@ class PerTaskSettings:
     seconds: float | None = None     # wall-clock budget per task (whichever ends first)
     width: int = 64
     depth: int = 5
+    colour_head: int = 0             # hidden width of the colour-equivariant head (0: none)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     cells_per_step: int = 3200       # output cells per training batch (sets the batch size)
@@ -71,20 +72,53 @@ class _Block(nn.Module):
         return x + F.gelu(self.conv(x) + self.pooled(mean)[:, :, None, None]) * mask
 
 
+class ColourHead(nn.Module):
+    """Scores every colour of every cell with one small network shared by all colours:
+    it reads what that colour looks like from the cell (is it the aligned input cell,
+    the tiled cell, the nearest colour to the left, present in the row, the most
+    frequent...) plus the cell's context from the trunk. A rule learned for one colour
+    ("the colour missing from the row and the column") then holds for every colour.
+    A learned vector per colour index lets colours that mean themselves (0, introduced
+    colours: never permuted) be told apart; for the others, augmentation makes the
+    index meaningless and the head learns to ignore it."""
+
+    def __init__(self, width: int, hidden: int, context: int = 16):
+        super().__init__()
+        self.context = nn.Conv2d(width, context, 1)
+        self.colour_inputs = nn.Linear(len(COLOUR_BLOCK_CHANNELS), hidden)
+        self.context_inputs = nn.Linear(context, hidden)
+        self.identity = nn.Parameter(torch.zeros(COLOURS, hidden))
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.register_buffer("channels", torch.from_numpy(COLOUR_BLOCK_CHANNELS.T.copy()).flatten(),
+                             persistent=False)
+
+    def forward(self, features: torch.Tensor, trunk: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = features.shape
+        per_colour = features[:, self.channels].view(b, COLOURS, -1, h, w).permute(0, 3, 4, 1, 2)
+        context = self.context(trunk).permute(0, 2, 3, 1)[:, :, :, None]   # [B, H, W, 1, C]
+        hidden = F.gelu(self.colour_inputs(per_colour) + self.context_inputs(context) + self.identity)
+        return self.out(hidden)[..., 0].permute(0, 3, 1, 2)                  # [B, 10, H, W]
+
+
 class PerTaskNet(nn.Module):
     """Cell features [B, CHANNELS, H, W] -> colour logits [B, 10, H, W].
 
     Besides the convolutional path, a direct *copy path* adds to the logits each
     alignment's colour one-hot times a learned weight per alignment: "copy the input
     cell", "copy the tiled cell" or "copy the cropped cell" is then one number to learn,
-    and the convolutions only need to learn where the output differs."""
+    and the convolutions only need to learn where the output differs. An optional
+    colour head (``ColourHead``) generalises the copy path to every colour-indexed
+    feature, through a small network shared by all colours."""
 
-    def __init__(self, width: int = 64, depth: int = 5):
+    def __init__(self, width: int = 64, depth: int = 5, colour_head: int = 0):
         super().__init__()
         self.width, self.depth = width, depth
         self.embed = nn.Conv2d(CHANNELS, width, 1)
         self.blocks = nn.ModuleList(_Block(width, dilation=(1, 2, 1, 4)[i % 4]) for i in range(depth))
         self.head = nn.Conv2d(width, COLOURS, 1)
+        self.colour_head = ColourHead(width, colour_head) if colour_head else None
         self.copy_weights = nn.Parameter(torch.zeros(len(ALIGNMENTS)))
         channels = torch.arange(len(ALIGNMENTS))[:, None] * (COLOURS + 1) + torch.arange(COLOURS)
         self.register_buffer("copy_channels", channels.flatten(), persistent=False)
@@ -97,7 +131,10 @@ class PerTaskNet(nn.Module):
             x = block(x, mask, cells)
         aligned = features[:, self.copy_channels].unflatten(1, (len(ALIGNMENTS), COLOURS))
         copied = (aligned * self.copy_weights[None, :, None, None, None]).sum(1)
-        return self.head(x) + copied
+        logits = self.head(x) + copied
+        if self.colour_head is not None:
+            logits = logits + self.colour_head(features, x)
+        return logits
 
 
 @dataclass
@@ -182,7 +219,7 @@ class _TrainingSet:
 
 
 def build_network(settings: PerTaskSettings, state: dict | None = None) -> PerTaskNet:
-    net = PerTaskNet(settings.width, settings.depth)
+    net = PerTaskNet(settings.width, settings.depth, settings.colour_head)
     if state is not None:
         net.load_state_dict(state)
     return net

@@ -12,6 +12,8 @@ start at the same budget (``bench/arc_generalise.py --checkpoint``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import time
 
 import numpy as np
@@ -74,7 +76,7 @@ def train_pertask(ctx: RunContext, cfg: TrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, ctx)
     settings = pertask_settings(cfg)
-    net = PerTaskNet(settings.width, settings.depth).to(device)
+    net = PerTaskNet(settings.width, settings.depth, settings.colour_head).to(device)
     ctx.event("model", f"pertask/{cfg.preset} student, {sum(p.numel() for p in net.parameters()):,} "
                        f"parameters, on {device}")
     if ctx.is_writer:
@@ -93,7 +95,7 @@ def train_pertask(ctx: RunContext, cfg: TrainConfig, resume: bool = False,
         state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                  "rng": torch.get_rng_state(), "config": cfg.to_dict(),
                  "student": {"kind": "pertask", "preset": cfg.preset, "width": settings.width,
-                             "depth": settings.depth, "teacher_dim": 0}}
+                             "depth": settings.depth, "colour_head": settings.colour_head, "teacher_dim": 0}}
         saved = save_checkpoint(ctx.store, ctx.workspace, ctx.run_id, ctx.run_dir, state, step,
                                 step / total_steps, metrics, reason)
         apply_retention(ctx.store, ctx.workspace, ctx.run_id, cfg.keep_last)
@@ -102,7 +104,7 @@ def train_pertask(ctx: RunContext, cfg: TrainConfig, resume: bool = False,
     def validate() -> dict:
         metrics = {}
         state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        zero_shot = PerTaskSettings(steps=0, width=settings.width, depth=settings.depth, seed=cfg.seed)
+        zero_shot = replace(settings, steps=0)
         for prefix, tasks in (("val", data.val_tasks), ("eval", data.eval_tasks)):
             scores = []
             for task in tasks:

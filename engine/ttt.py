@@ -113,9 +113,10 @@ def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) ->
     state = load_state(ctx.absolute(checkpoint.path))
     student = state["student"]
     if student["kind"] == "pertask":
-        width, depth = student["width"], student["depth"]
+        shape = {"width": student["width"], "depth": student["depth"],
+                 "colour_head": student.get("colour_head", 0)}   # older checkpoints have none
         return {"kind": "pretrained", "state": state["model"], "train_config": state["config"],
-                "settings": replace(settings, width=width, depth=depth)}
+                "settings": replace(settings, **shape)}
     if student["kind"] == "sage-seed":
         raise JobFailed("a sage-seed student reads teacher features, which a task's test-time "
                         "training cannot make: evaluate it without test-time training, or use a "

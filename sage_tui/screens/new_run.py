@@ -26,10 +26,13 @@ KINDS = {"train": "train", "extract": "extract features",
          "eval": "evaluate with test-time training"}
 FOLDER = "folder"  # the dataset choice that reveals the task-folder field
 DATASET_LABELS = {**settings.DATASETS, FOLDER: "a folder of task JSON files"}
+# The recipe that generalises across tasks (README, "Students trained across tasks").
+RECIPE_FIELDS = ("loss_region", "augment", "augment_translate", "task_embedding", "eval_dataset", "eval_demos")
+YES_NO = {"False": "no", "True": "yes"}
 # The form's fields that are train settings (db/settings.py TRAIN): their defaults,
 # choices, types and ranges all come from the schema.
 TRAIN_FIELDS = ("dataset", "features", "student", "preset", "epochs", "batch_size", "lr", "w_task",
-                "w_mse", "w_cosine", "max_tasks", "device", "seed")
+                "w_mse", "w_cosine", "max_tasks", "device", "seed", *RECIPE_FIELDS)
 FORM_ONLY = {"kind": "train", "name": "", "dataset_folder": "", "teacher": settings.EXTRACT["teacher"].default,
              "teacher_folder": "", "gpus": str(settings.GPUS.default)}
 
@@ -45,7 +48,7 @@ DEFAULTS = {**FORM_ONLY, **{key: _text(settings.TRAIN[key].default) for key in T
 # Which form field shows an error the engine reports for a config field.
 ENGINE_FIELDS = {"teacher_options": "teacher_folder", "model_path": "teacher_folder",
                  "store": "features", "store_path": "features"}
-TRAIN_ONLY = ("student", "preset", "epochs", "lr", "w_task", "w_mse", "w_cosine", "seed")
+TRAIN_ONLY = ("student", "preset", "epochs", "lr", "w_task", "w_mse", "w_cosine", "seed", *RECIPE_FIELDS)
 EXTRACT_ONLY = ("teacher", "teacher_folder")
 EVAL_ONLY = EVAL_FIELDS
 NOT_EVAL = ("features", "batch_size", "device", "gpus")
@@ -247,6 +250,12 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             yield from self.row("device", "device", self.text("device", "auto, cpu, cuda:N"))
             yield from self.row("gpus", "GPUs", self.text("gpus", "more than 1 uses torchrun"))
             yield from self.row("seed", "seed", self.text("seed"))
+            yield from self.row("loss_region", "task loss over", self.choice("loss_region", settings.TRAIN["loss_region"].choices))
+            yield from self.row("augment", "augment", self.choice("augment", YES_NO))
+            yield from self.row("augment_translate", "translate by", self.text("augment_translate", "cells, 0: off"))
+            yield from self.row("task_embedding", "task embedding", self.text("task_embedding", "width, 0: off"))
+            yield from self.row("eval_dataset", "validate also on", self.text("eval_dataset", "e.g. arc1/eval; empty: none"))
+            yield from self.row("eval_demos", "eval demos", self.choice("eval_demos", YES_NO))
             yield from self.row("max_grid", "max grid", self.text("max_grid", "only tasks that fit N×N, e.g. 10"))
             yield from self.row("ttt_steps", "TTT steps", self.text("ttt_steps", "per task; empty: 300"))
             yield from self.row("workers", "workers", self.text("workers", "tasks in parallel; empty: every core"))

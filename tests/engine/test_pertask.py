@@ -158,3 +158,24 @@ def test_pretraining_across_tasks_resumes_exactly_and_seeds_test_time_training(w
         evaluation = store.get_evaluation(store.evaluation_of_run(run.id))
     assert evaluation.n_tasks == 1 and evaluation.checkpoint_id == checkpoint.id
     assert "pretrained per-task student" in evaluation.summary["test_time_training"]
+
+
+def test_the_colour_head_judges_every_colour_alike():
+    """Recolouring the input recolours the colour head's scores the same way (its
+    per-colour identity vectors set apart, which only matter for colours that mean
+    themselves): one rule, learned once, holds for every colour."""
+    import torch
+    from engine.grid_features import cell_features, colour_channel_index
+    from engine.pertask import ColourHead
+
+    torch.manual_seed(0)
+    head = ColourHead(width=8, hidden=16)
+    torch.nn.init.normal_(head.out.weight)
+    grid = np.random.default_rng(1).integers(0, 10, size=(5, 4)).astype(np.uint8)
+    perm = np.array([0, 3, 1, 2, 9, 8, 7, 6, 5, 4])
+    features = torch.from_numpy(cell_features(grid, grid.shape))[None]
+    recoloured = features[:, torch.from_numpy(colour_channel_index(perm))]   # the features of perm[grid]
+    trunk = torch.randn(1, 8, 5, 4)
+    scores, recoloured_scores = head(features, trunk), head(recoloured, trunk)
+    assert torch.allclose(recoloured_scores[:, perm], scores, atol=1e-5)
+    assert not torch.allclose(recoloured_scores, scores, atol=1e-3)   # it does depend on colour

@@ -252,3 +252,17 @@ async def test_an_evaluation_with_test_time_training_starts_from_the_form(worksp
     with Store.open_readonly(workspace) as store:
         evaluation = store.get_evaluation(store.evaluation_of_run(run.id))
     assert evaluation.n_tasks == 2 and evaluation.checkpoint_id is None
+
+
+def test_the_recipe_settings_reach_the_run_config(tmp_path):
+    """The settings of the recipe that generalises are on the form and in the config."""
+    values = dict(DEFAULTS, kind="train", student="recursive", augment="True", augment_translate="4",
+                  task_embedding="32", eval_dataset="arc1/eval", eval_demos="True")
+    result = validate_form(values, tmp_path)
+    assert result.errors == {}
+    assert {key: result.config[key] for key in ("augment", "augment_translate", "task_embedding",
+                                                  "eval_dataset", "eval_demos", "loss_region")} == \
+        {"augment": True, "augment_translate": 4, "task_embedding": 32, "eval_dataset": "arc1/eval",
+         "eval_demos": True, "loss_region": "grid"}
+    without = validate_form(dict(values, eval_dataset=""), tmp_path)
+    assert "eval_demos" in without.errors       # transductive training needs the evaluation set
