@@ -324,6 +324,8 @@ EVAL = Schema("eval", (
     Setting("ttt_seconds", float, None, "test-time training budget per task, seconds", low=0,
             low_open=True, optional=True),
     _positive_int("ttt_models", None, "per-task students in an ensemble sharing the budget", optional=True),
+    Setting("ttt_colour_head", int, 0, "hidden width of the fresh per-task student's colour-equivariant "
+            "head (0: none)", low=0, high=256),
     Setting("ttt_dihedral", bool, True, "test-time training under the 8 dihedral transforms"),
     Setting("ttt_colours", bool, True, "test-time training under colour permutations"),
     _positive_int("workers", None, "tasks trained in parallel processes (default: every core)",

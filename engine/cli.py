@@ -107,6 +107,8 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
                           help="tasks trained in parallel processes (default: every core given)")
     evaluate.add_argument("--models", type=int, default=None,
                           help="per-task students in an ensemble sharing the budget (default 1)")
+    evaluate.add_argument("--colour-head", type=int, default=None,
+                          help="hidden width of a colour-equivariant head for the fresh per-task student (default 0: none)")
     evaluate.add_argument("--no-dihedral", action="store_true",
                           help="test-time training without the 8 dihedral transforms (an ablation)")
     evaluate.add_argument("--no-colour-permutations", action="store_true",
@@ -305,6 +307,7 @@ def cmd_eval(args: argparse.Namespace, store: Store) -> int:
              "ttt_steps": args.ttt_steps, "ttt_seconds": args.ttt_seconds, "workers": args.workers,
              "seed": args.seed, "ttt_dihedral": not args.no_dihedral,
              "ttt_colours": not args.no_colour_permutations, "ttt_models": args.models,
+             "ttt_colour_head": args.colour_head or 0,
              "tta_votes": args.tta_votes, "device": "cpu"}
     if args.checkpoint is None:   # test-time training of a fresh per-task student per task
         name = f"ttt-{dataset if dataset.startswith('arc') else Path(dataset).name}"

@@ -54,7 +54,6 @@ class PerTaskSettings:
     models: int = 1                  # an ensemble sharing the budget (see model_variants)
     group_sparsity: float = 0.01     # penalty on each feature block's input weights (few blocks)
     feature_dropout: float = 0.0     # chance a feature block is hidden from a training sample
-    selection: str = "votes"         # rank candidates by "votes" or by summed "likelihood" over views
     seed: int = 0
 
 
@@ -308,48 +307,38 @@ def _predict_views(net: PerTaskNet, shapes: ShapeModel, grid: Grid, output_shape
             confidence, cells = log_probs.max(0)
             inverse = np.argsort(perm)
             grid_back = inverse_dihedral(inverse[cells.numpy()].astype(np.uint8), k)
-            # The view's log-probabilities of the original colours, in the original frame.
-            original = np.stack([inverse_dihedral(plane, k) for plane in log_probs[perm].numpy()])
-            results.append((grid_back, float(confidence.mean()), original))
+            results.append((grid_back, float(confidence.mean())))
     # Each model casts one vote in all, spread over its views: a model whose views agree
     # puts its whole vote on one grid.
-    return [(grid_back, confidence, 1.0 / len(results), planes) for grid_back, confidence, planes in results]
+    return [(grid_back, confidence, 1.0 / len(results)) for grid_back, confidence in results]
 
 
-def rank_candidates(views: list[tuple], by: str = "votes") -> list[tuple[Grid, float, float]]:
-    """Distinct grids of (grid, confidence, weight, log-probability planes) views as
-    (grid, summed vote weight, score), best first. ``by="votes"``: most voted first, ties
-    broken by summed confidence. ``by="likelihood"``: every view judges every candidate
-    (a product of experts): the score is the candidate's log-likelihood summed over the
-    views, and the grid that maximises it joins the candidates."""
+def rank_candidates(views: list[tuple[Grid, float, float]]) -> list[tuple[Grid, float, float]]:
+    """Distinct grids of (grid, confidence, weight) views with their summed vote weight and
+    summed confidence, most voted first, ties broken by confidence. (Ranking instead by
+    each candidate's likelihood summed over every view, a product of experts, measured
+    no better: README, "Learning benchmarks".)"""
     table: dict[tuple, list] = {}
-    for grid, confidence, weight, _ in views:
-        entry = table.setdefault((grid.shape, grid.tobytes()), [grid, 0.0, 0.0])
+    for grid, confidence, weight in views:
+        key = (grid.shape, grid.tobytes())
+        entry = table.setdefault(key, [grid, 0.0, 0.0])
         entry[1] += weight
         entry[2] += confidence
-    if by == "likelihood":
-        total = sum(weight * planes for _, _, weight, planes in views)
-        best = total.argmax(0).astype(np.uint8)
-        table.setdefault((best.shape, best.tobytes()), [best, 0.0, 0.0])
-        for entry in table.values():
-            entry[2] = float(np.take_along_axis(total, entry[0][None].astype(np.int64), 0).sum())
-    return sorted((tuple(e) for e in table.values()), key=lambda e: (-e[2], -e[1]) if by == "likelihood"
-                  else (-e[1], -e[2]))
+    return sorted((tuple(e) for e in table.values()), key=lambda e: (-e[1], -e[2]))
 
 
-def _two_attempts(views: list[tuple], other_shape_views: list[tuple], second_choice,
-                  by: str = "votes") -> list[Grid]:
-    """Two distinct answers: the two best grids of the most likely shape; when the views
-    agree on one grid, the best grid of the next candidate shape; failing that,
+def _two_attempts(views: list[tuple[Grid, float, float]], other_shape_views: list[tuple[Grid, float, float]],
+                  second_choice) -> list[Grid]:
+    """Two distinct answers: the two most voted grids of the most likely shape; when the
+    views agree on one grid, the best grid of the next candidate shape; failing that,
     ``second_choice(first)``: the first grid with its least confident cell changed."""
-    ranked = rank_candidates(views, by)
+    ranked = rank_candidates(views)
     attempts = [ranked[0][0]]
-    one_view = min(weight for _, _, weight, _ in views)
-    runner_up = by == "likelihood" or (len(ranked) > 1 and ranked[1][1] > 1.5 * one_view)
-    if len(ranked) > 1 and runner_up:   # votes: a runner-up more than one view chose
+    one_view = min(weight for _, _, weight in views)
+    if len(ranked) > 1 and ranked[1][1] > 1.5 * one_view:   # a runner-up more than one view chose
         attempts.append(ranked[1][0])
     elif other_shape_views:
-        attempts.append(rank_candidates(other_shape_views, by)[0][0])
+        attempts.append(rank_candidates(other_shape_views)[0][0])
     elif len(ranked) > 1:
         attempts.append(ranked[1][0])
     else:
@@ -425,8 +414,7 @@ def solve_task(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid],
             pooled += _predict_views(net, shapes, grid, candidates[0], variant, fixed, rng)
             if len(candidates) > 1:
                 other += _predict_views(net, shapes, grid, candidates[1], variant, fixed, rng)
-    attempts = [_two_attempts(pooled, other, lambda first, grid=grid: _second_choice(first_net, shapes, grid, first),
-                              settings.selection)
+    attempts = [_two_attempts(pooled, other, lambda first, grid=grid: _second_choice(first_net, shapes, grid, first))
                 for grid, pooled, other in zip(test_inputs, views, other_shape_views)]
     return TaskSolution(attempts, losses, len(losses), time.perf_counter() - started,
                         demo_exact_share(first_net, demos, shapes), shapes.describe(), fixed)

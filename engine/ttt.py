@@ -98,7 +98,8 @@ def ttt_settings(config: dict) -> PerTaskSettings:
                            vote_permutations=max(1, int(config.get("tta_votes") or 4)),
                            dihedral=bool(config.get("ttt_dihedral", True)),
                            colour_permutations=bool(config.get("ttt_colours", True)),
-                           models=int(config.get("ttt_models") or 1))
+                           models=int(config.get("ttt_models") or 1),
+                           colour_head=int(config.get("ttt_colour_head") or 0))
 
 
 def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) -> dict:
@@ -206,6 +207,8 @@ def _describe(start: dict, settings: PerTaskSettings) -> str:
               "pretrained": "the pretrained per-task student, adapted per task",
               "grid-student": f"the {start.get('student', {}).get('kind')} student, "
                               "fine-tuned per task on leave-one-out queries"}[start["kind"]]
+    if start["kind"] != "grid-student" and settings.colour_head:
+        origin += f" with a colour-equivariant head ({settings.colour_head} wide)"
     budget = " and ".join(part for part in (
         f"{settings.steps} steps" if settings.steps < 100_000 else "",
         f"{settings.seconds:g} s" if settings.seconds else "") if part)

@@ -63,26 +63,9 @@ def test_introduced_colours_keep_their_identity():
 
 def test_votes_rank_by_count_then_confidence():
     a, b = np.zeros((2, 2), np.uint8), np.ones((2, 2), np.uint8)
-    ranked = rank_candidates([(a, -1.0, 1, None), (b, -0.1, 1, None), (a, -1.0, 1, None), (b, -0.2, 1, None)])
+    ranked = rank_candidates([(a, -1.0, 1), (b, -0.1, 1), (a, -1.0, 1), (b, -0.2, 1)])
     assert [r[1] for r in ranked] == [2, 2]
     assert np.array_equal(ranked[0][0], b)        # same votes: the more confident first
-
-
-def test_likelihood_ranks_by_every_views_judgement():
-    """Two views vote for grid a, one for b, but the views that chose a were unsure and
-    the one that chose b certain: summed over views, b is the more likely grid. A cell
-    whose colour the views split on gets the colour they favour together."""
-    def planes(p0):   # log-probabilities of colours 0 and 1 for a one-cell grid
-        out = np.full((10, 1, 1), -50.0)
-        out[0, 0, 0], out[1, 0, 0] = np.log(p0), np.log(1 - p0)
-        return out
-    a, b = np.zeros((1, 1), np.uint8), np.ones((1, 1), np.uint8)
-    views = [(a, np.log(0.55), 1, planes(0.55)), (a, np.log(0.55), 1, planes(0.55)),
-             (b, np.log(0.99), 1, planes(0.01))]
-    assert np.array_equal(rank_candidates(views)[0][0], a)
-    by_likelihood = rank_candidates(views, by="likelihood")
-    assert np.array_equal(by_likelihood[0][0], b)
-    assert by_likelihood[0][2] > by_likelihood[1][2]
 
 
 def recolour_task(rng, n):

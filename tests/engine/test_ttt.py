@@ -72,6 +72,16 @@ def test_test_outputs_never_reach_the_student(workspace, tmp_path):
     assert [p.expected for p in original[3]] != [p.expected for p in changed[3]]
 
 
+def test_the_colour_head_reaches_the_student_and_the_summary(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks")
+    plain = evaluate(workspace, ttt_config(folder))
+    with_head = evaluate(workspace, ttt_config(folder, ttt_colour_head=8))
+    assert with_head[0] == 0
+    assert "colour-equivariant head (8 wide)" in with_head[2].summary["test_time_training"]
+    assert "colour-equivariant" not in plain[2].summary["test_time_training"]
+    assert with_head[4].values != plain[4].values     # another network learned the tasks
+
+
 def test_a_stopped_evaluation_resumes_at_the_next_unfinished_task(workspace, tmp_path):
     folder = write_tasks(tmp_path / "tasks", count=4)
     with Store.open(workspace) as store:
