@@ -319,11 +319,12 @@ EVAL = Schema("eval", (
     Setting("max_grid", int, None, "only tasks whose grids all fit N×N", low=1, high=30, optional=True),
     Setting("tta_votes", int, None, "augmentations voted over (test-time training: colour "
             "permutations per dihedral view, default 4)", low=0, optional=True),
-    _positive_int("ttt_steps", None, "test-time training steps per task (default without a "
-                  "checkpoint: 300)", optional=True),
+    _positive_int("ttt_steps", None, "test-time training steps per task, shared by its "
+                  "models (default without a checkpoint: 600)", optional=True),
     Setting("ttt_seconds", float, None, "test-time training budget per task, seconds", low=0,
             low_open=True, optional=True),
-    _positive_int("ttt_models", None, "per-task students in an ensemble sharing the budget", optional=True),
+    _positive_int("ttt_models", None, "per-task students in an ensemble sharing the budget "
+                  "(default 2)", optional=True),
     Setting("ttt_colour_head", int, 0, "hidden width of the fresh per-task student's colour-equivariant "
             "head (0: none)", low=0, high=256),
     Setting("ttt_dihedral", bool, True, "test-time training under the 8 dihedral transforms"),

@@ -100,13 +100,13 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
                           help="augmentations to vote over (default: the run's setting; with "
                                "test-time training: colour permutations per dihedral view, 4)")
     evaluate.add_argument("--ttt-steps", type=int, default=None,
-                          help="test-time training steps per task (default without a checkpoint: 300)")
+                          help="test-time training steps per task shared by its models (default without a checkpoint: 600)")
     evaluate.add_argument("--ttt-seconds", type=float, default=None,
                           help="test-time training budget per task in seconds")
     evaluate.add_argument("--workers", type=int, default=None,
                           help="tasks trained in parallel processes (default: every core given)")
     evaluate.add_argument("--models", type=int, default=None,
-                          help="per-task students in an ensemble sharing the budget (default 1)")
+                          help="per-task students in an ensemble sharing the budget (default 2)")
     evaluate.add_argument("--colour-head", type=int, default=None,
                           help="hidden width of a colour-equivariant head for the fresh per-task student (default 0: none)")
     evaluate.add_argument("--no-dihedral", action="store_true",

@@ -33,7 +33,11 @@ from engine.pertask import PerTaskSettings, solve_task
 from engine.runner import JobFailed, RunContext, StopRequested
 from engine.scoring import EvalResult, TestPrediction, grid_cell_accuracy, grids_equal
 
-DEFAULT_TTT_STEPS = 300
+# Two per-task students of 300 steps each (every augmentation; no dihedral transforms),
+# their votes pooled: on the 77 small ARC-AGI-1 evaluation tasks, 0.377 pass@2 against
+# 0.338 for one student of 300 steps (README, "Learning benchmarks").
+DEFAULT_TTT_STEPS = 600
+DEFAULT_TTT_MODELS = 2
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def ttt_settings(config: dict) -> PerTaskSettings:
                            vote_permutations=max(1, int(config.get("tta_votes") or 4)),
                            dihedral=bool(config.get("ttt_dihedral", True)),
                            colour_permutations=bool(config.get("ttt_colours", True)),
-                           models=int(config.get("ttt_models") or 1),
+                           models=int(config.get("ttt_models") or DEFAULT_TTT_MODELS),
                            colour_head=int(config.get("ttt_colour_head") or 0))
 
 

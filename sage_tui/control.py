@@ -33,7 +33,7 @@ DEMO_EVAL_TASKS = 12
 # ... and held-out tasks it can solve: test-time training of a fresh per-task student on
 # the first 6 small ARC-AGI-1 evaluation tasks (half of them solved, in about a minute).
 DEMO_TTT: dict = {"dataset": "arc1/eval", "max_grid": 10, "max_tasks": 6, "ttt_steps": 300,
-                  "workers": 1}
+                  "ttt_models": 1, "workers": 1}
 CHECK_TIMEOUT_S = 60.0
 
 

@@ -257,7 +257,7 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             yield from self.row("eval_dataset", "validate also on", self.text("eval_dataset", "e.g. arc1/eval; empty: none"))
             yield from self.row("eval_demos", "eval demos", self.choice("eval_demos", YES_NO))
             yield from self.row("max_grid", "max grid", self.text("max_grid", "only tasks that fit N×N, e.g. 10"))
-            yield from self.row("ttt_steps", "TTT steps", self.text("ttt_steps", "per task; empty: 300"))
+            yield from self.row("ttt_steps", "TTT steps", self.text("ttt_steps", "per task; empty: 600"))
             yield from self.row("workers", "workers", self.text("workers", "tasks in parallel; empty: every core"))
             yield Static("", id="form-message")
             yield Button("Start run (ctrl+s)", id="start", variant="primary", compact=True)

@@ -291,8 +291,8 @@ async def test_a_test_time_training_evaluation_is_browsed_to_its_solved_tasks(wo
     for task_id in ("3c9b0459", "25ff71a9"):      # rotate 180°; shift down
         (folder / f"{task_id}.json").write_text(json.dumps(arc_tasks[task_id]))
     with Store.open(workspace) as store:
-        run = store.create_run("ttt", "eval", {"dataset": str(folder), "ttt_steps": 60, "workers": 1,
-                                               "checkpoint_id": None, "source_run_id": None})
+        run = store.create_run("ttt", "eval", {"dataset": str(folder), "ttt_steps": 60, "ttt_models": 1,
+                                               "workers": 1, "checkpoint_id": None, "source_run_id": None})
     assert run_job(workspace, run.id, eval_job) == 0
     with Store.open_readonly(workspace) as store:
         evaluation_id = store.evaluation_of_run(run.id)
