@@ -207,8 +207,10 @@ def _grid(rows: list[list[int]]) -> np.ndarray:
 
 
 def _describe(start: dict, settings: PerTaskSettings) -> str:
-    origin = {"fresh": "a fresh per-task student per task",
-              "pretrained": "the pretrained per-task student, adapted per task",
+    fresh = "a fresh per-task student" if settings.models == 1 else f"{settings.models} fresh per-task students"
+    pooled = "" if settings.models == 1 else f" ({settings.models} students pooled)"
+    origin = {"fresh": f"{fresh} per task",
+              "pretrained": f"the pretrained per-task student, adapted per task{pooled}",
               "grid-student": f"the {start.get('student', {}).get('kind')} student, "
                               "fine-tuned per task on leave-one-out queries"}[start["kind"]]
     if start["kind"] != "grid-student" and settings.colour_head:
