@@ -42,7 +42,7 @@ def _text(value: object) -> str:
 
 
 # The evaluation's own fields (db/settings.py EVAL): tasks and the test-time training budget.
-EVAL_FIELDS = ("max_grid", "ttt_steps", "workers")
+EVAL_FIELDS = ("max_grid", "ttt_steps", "ttt_models", "workers")
 DEFAULTS = {**FORM_ONLY, **{key: _text(settings.TRAIN[key].default) for key in TRAIN_FIELDS},
             **{key: _text(settings.EVAL[key].default) for key in EVAL_FIELDS}}
 # Which form field shows an error the engine reports for a config field.
@@ -258,6 +258,7 @@ class NewRunScreen(ReportsWorkerErrors, Screen):
             yield from self.row("eval_demos", "eval demos", self.choice("eval_demos", YES_NO))
             yield from self.row("max_grid", "max grid", self.text("max_grid", "only tasks that fit N×N, e.g. 10"))
             yield from self.row("ttt_steps", "TTT steps", self.text("ttt_steps", "per task; empty: 600"))
+            yield from self.row("ttt_models", "students", self.text("ttt_models", "per task, votes pooled; empty: 2"))
             yield from self.row("workers", "workers", self.text("workers", "tasks in parallel; empty: every core"))
             yield Static("", id="form-message")
             yield Button("Start run (ctrl+s)", id="start", variant="primary", compact=True)

@@ -233,6 +233,7 @@ async def test_an_evaluation_with_test_time_training_starts_from_the_form(worksp
         await pilot.pause()
         form.query_one("#dataset_folder", Input).value = str(folder)
         form.query_one("#ttt_steps", Input).value = "4"
+        form.query_one("#ttt_models", Input).value = "1"
         form.query_one("#workers", Input).value = "1"
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=90,
@@ -248,7 +249,7 @@ async def test_an_evaluation_with_test_time_training_starts_from_the_form(worksp
     while not finished() and time.time() < deadline:
         time.sleep(0.5)
     run = finished()
-    assert run is not None and run.kind == "eval" and run.config["ttt_steps"] == 4
+    assert run is not None and run.kind == "eval" and run.config["ttt_steps"] == 4 and run.config["ttt_models"] == 1
     with Store.open_readonly(workspace) as store:
         evaluation = store.get_evaluation(store.evaluation_of_run(run.id))
     assert evaluation.n_tasks == 2 and evaluation.checkpoint_id is None
