@@ -25,6 +25,9 @@ def _dashboard_in_a_terminal(workspace):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sage_tui", "--demo", "--workspace", str(workspace)],
         stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        # As a login shell starts it: a hang-up ends it, even when the tests themselves run
+        # under `nohup` (whose ignored SIGHUP every child would otherwise inherit).
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
         env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"})
     os.close(slave)
     return proc, master
