@@ -89,11 +89,7 @@ def colour_channel_index(perm: np.ndarray) -> np.ndarray:
     """Channel gather index that recolours features by ``perm`` (colour c -> perm[c]):
     ``features[index]`` equals the features of the recoloured grid."""
     index = np.arange(CHANNELS)
-    start = 0
-    for _, width, is_colour in LAYOUT.blocks:
-        if is_colour:
-            index[start + np.asarray(perm)] = start + np.arange(COLOURS)
-        start += width
+    index[COLOUR_BLOCK_CHANNELS[:, np.asarray(perm)]] = COLOUR_BLOCK_CHANNELS
     return index
 
 
