@@ -71,7 +71,7 @@ def clock(t: float) -> str:
 
 
 class EvaluateScreen(ModalScreen[dict | None]):
-    """Dataset, task limit and test-time training steps for a new evaluation; enter
+    """Dataset, task limit, test-time training steps and students for a new evaluation; enter
     starts it, esc cancels. It answers the evaluation settings chosen."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="evaluate.cancel")]
@@ -79,7 +79,7 @@ class EvaluateScreen(ModalScreen[dict | None]):
     EvaluateScreen { align: center middle; }
     EvaluateScreen > Vertical { width: 64; height: auto; border: thick $accent; padding: 0 2;
                                 background: $surface; }
-    EvaluateScreen Input { margin: 0 0 1 0; }
+    EvaluateScreen Input { margin: 0; }
     """
 
     def __init__(self, checkpoint: Checkpoint, dataset: str, max_tasks: int | None) -> None:
@@ -95,9 +95,10 @@ class EvaluateScreen(ModalScreen[dict | None]):
             yield Input(self.dataset, id="evaluate-dataset")
             yield Label("at most this many tasks (empty: all):")
             yield Input(str(self.max_tasks or ""), id="evaluate-max-tasks", type="integer")
-            yield Label("test-time training steps per task (empty: none; the student adapts "
-                        "to each task's demonstrations first):")
+            yield Label("test-time training steps per task (empty: none):")
             yield Input("", id="evaluate-ttt-steps", type="integer")
+            yield Label("students per task, votes pooled (empty: 2):")
+            yield Input("", id="evaluate-ttt-models", type="integer")
             yield Static("", id="evaluate-error", classes="field-error")
             yield Label("[b]enter[/b] start   [b]esc[/b] cancel")
 
@@ -111,15 +112,17 @@ class EvaluateScreen(ModalScreen[dict | None]):
         dataset = self.query_one("#evaluate-dataset", Input).value.strip() or DEFAULT_DATASET
         limit = self.query_one("#evaluate-max-tasks", Input).value.strip()
         steps = self.query_one("#evaluate-ttt-steps", Input).value.strip()
+        models = self.query_one("#evaluate-ttt-models", Input).value.strip()
         try:
-            parsed = settings.EVAL.parse({"dataset": dataset, "max_tasks": limit, "ttt_steps": steps})
+            parsed = settings.EVAL.parse({"dataset": dataset, "max_tasks": limit, "ttt_steps": steps,
+                                          "ttt_models": models})
         except settings.SettingError as exc:
             self.query_one("#evaluate-error", Static).update(f"↳ {exc}")
             return
         if parsed["dataset"] not in settings.DATASETS and not Path(dataset).expanduser().is_dir():
             self.query_one("#evaluate-error", Static).update(f"↳ dataset: no folder at {dataset}")
             return
-        self.dismiss({key: parsed[key] for key in ("dataset", "max_tasks", "ttt_steps")})
+        self.dismiss({key: parsed[key] for key in ("dataset", "max_tasks", "ttt_steps", "ttt_models")})
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -159,6 +159,29 @@ async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_w
     assert not app.errors
 
 
+async def test_evaluate_with_test_time_training_passes_steps_and_students(workspace, run_with_checkpoints,
+                                                                           monkeypatch):
+    run_id, ids, _ = run_with_checkpoints
+    launched = []
+    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: launched.append(args))
+    app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, app.screen)
+        await pilot.press("down", "e")
+        dialog = app.screen
+        dialog.query_one("#evaluate-ttt-steps", Input).value = "40"
+        dialog.query_one("#evaluate-ttt-models", Input).value = "0"
+        await pilot.press("enter")
+        assert app.screen is dialog and "ttt_models" in str(dialog.query_one("#evaluate-error").render())
+        assert dialog.query_one("#evaluate-ttt-models").region.bottom <= 24   # on screen at 80x24
+        dialog.query_one("#evaluate-ttt-models", Input).value = "3"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: launched, timeout=60, what="the launch")
+    assert launched[0] == ("eval", "--checkpoint", str(ids[1]), "--dataset", "arc1/train", "--max-tasks", "5",
+                           "--ttt-steps", "40", "--models", "3")
+    assert not app.errors
+
+
 @pytest.mark.slow
 async def test_evaluate_really_starts_an_eval_run(workspace, run_with_checkpoints):
     """Through a real engine process: the checkpoint files here are not checkpoints, so
