@@ -7,6 +7,7 @@ answers at once; torch is never imported by the dashboard.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         open_run = start_demo(workspace)
     from sage_tui.app import SageApp
 
+    # The dashboard lives for its terminal: when the terminal hangs up it must end, also when
+    # it was started under `nohup` (an ignored hang-up left it spinning on a dead terminal).
+    # The engines it launches run in sessions of their own and never see this hang-up.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     SageApp(workspace, open_run=open_run).run()
     return 0
 

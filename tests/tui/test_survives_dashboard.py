@@ -25,9 +25,6 @@ def _dashboard_in_a_terminal(workspace):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sage_tui", "--demo", "--workspace", str(workspace)],
         stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-        # As a login shell starts it: a hang-up ends it, even when the tests themselves run
-        # under `nohup` (whose ignored SIGHUP every child would otherwise inherit).
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
         env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"})
     os.close(slave)
     return proc, master
@@ -46,6 +43,7 @@ def _read_until(master: int, text: bytes, timeout: float) -> bytes:
 
 @pytest.mark.slow
 def test_engine_keeps_training_after_the_dashboard_is_gone(workspace):
+    """Also under `nohup` (a hang-up ignored by every child): the dashboard restores it."""
     proc, master = _dashboard_in_a_terminal(workspace)
     try:
         run_id = wait_for(lambda: run_ids(workspace), timeout=30, what="the demo run")[0]
