@@ -307,6 +307,11 @@ EXTRACT = Schema("extract", (
     Setting("device", str, "auto", DEVICE_HELP, check=_device),
 ), rules=(_teacher_needs_folder,))
 
+# Test-time training without a checkpoint, by default: this many fresh per-task students
+# per task, sharing this many steps, their votes pooled (README, "Learning benchmarks").
+TTT_DEFAULT_STEPS = 600
+TTT_DEFAULT_MODELS = 2
+
 # An evaluation: a checkpoint as it is, or test-time training on each task (without a
 # checkpoint: a fresh per-task student per task). A new setting is one more line here.
 EVAL = Schema("eval", (
@@ -320,11 +325,11 @@ EVAL = Schema("eval", (
     Setting("tta_votes", int, None, "augmentations voted over (test-time training: colour "
             "permutations per dihedral view, default 4)", low=0, optional=True),
     _positive_int("ttt_steps", None, "test-time training steps per task, shared by its "
-                  "models (default without a checkpoint: 600)", optional=True),
+                  f"models (default without a checkpoint: {TTT_DEFAULT_STEPS})", optional=True),
     Setting("ttt_seconds", float, None, "test-time training budget per task, seconds", low=0,
             low_open=True, optional=True),
     _positive_int("ttt_models", None, "per-task students in an ensemble sharing the budget "
-                  "(default 2)", optional=True),
+                  f"(default {TTT_DEFAULT_MODELS})", optional=True),
     Setting("ttt_colour_head", int, 0, "hidden width of the fresh per-task student's colour-equivariant "
             "head (0: none)", low=0, high=256),
     Setting("ttt_dihedral", bool, True, "test-time training under the 8 dihedral transforms"),

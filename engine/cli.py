@@ -16,6 +16,7 @@ from pathlib import Path
 
 from db import lifecycle
 from db.processes import effective_status, launch_engine, record_engine_process, signal_engine
+from db.settings import TTT_DEFAULT_MODELS, TTT_DEFAULT_STEPS
 from db.store import Store, WorkspaceError, WorkspaceReadOnly, db_path
 from db.workspace import resolve_workspace
 from engine.config import ConfigError, TrainConfig, load_config_file, parse_overrides, parse_settings
@@ -100,13 +101,14 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
                           help="augmentations to vote over (default: the run's setting; with "
                                "test-time training: colour permutations per dihedral view, 4)")
     evaluate.add_argument("--ttt-steps", type=int, default=None,
-                          help="test-time training steps per task shared by its models (default without a checkpoint: 600)")
+                          help="test-time training steps per task shared by its models (default without a "
+                               f"checkpoint: {TTT_DEFAULT_STEPS})")
     evaluate.add_argument("--ttt-seconds", type=float, default=None,
                           help="test-time training budget per task in seconds")
     evaluate.add_argument("--workers", type=int, default=None,
                           help="tasks trained in parallel processes (default: every core given)")
     evaluate.add_argument("--models", type=int, default=None,
-                          help="per-task students in an ensemble sharing the budget (default 2)")
+                          help=f"per-task students in an ensemble sharing the budget (default {TTT_DEFAULT_MODELS})")
     evaluate.add_argument("--colour-head", type=int, default=None,
                           help="hidden width of a colour-equivariant head for the fresh per-task student (default 0: none)")
     evaluate.add_argument("--no-dihedral", action="store_true",

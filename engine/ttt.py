@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from db.settings import TTT_DEFAULT_MODELS, TTT_DEFAULT_STEPS
 from db.store import Prediction, TaskScore
 from engine.arc import ArcTask, load_dataset, select_tasks
 from engine.evaluate import evaluation_message
@@ -33,11 +34,6 @@ from engine.pertask import PerTaskSettings, solve_task
 from engine.runner import JobFailed, RunContext, StopRequested
 from engine.scoring import EvalResult, TestPrediction, grid_cell_accuracy, grids_equal
 
-# Two per-task students of 300 steps each (every augmentation; no dihedral transforms),
-# their votes pooled: on the 77 small ARC-AGI-1 evaluation tasks, 0.377 pass@2 against
-# 0.338 for one student of 300 steps (README, "Learning benchmarks").
-DEFAULT_TTT_STEPS = 600
-DEFAULT_TTT_MODELS = 2
 
 
 @dataclass(frozen=True)
@@ -96,13 +92,13 @@ def solve(job: TaskJob) -> TaskOutcome | None:
 
 # ---------------------------------------------------------------- the job
 def ttt_settings(config: dict) -> PerTaskSettings:
-    steps = config.get("ttt_steps") or (None if config.get("ttt_seconds") else DEFAULT_TTT_STEPS)
+    steps = config.get("ttt_steps") or (None if config.get("ttt_seconds") else TTT_DEFAULT_STEPS)
     return PerTaskSettings(steps=steps or 100_000, seconds=config.get("ttt_seconds"),
                            seed=int(config.get("seed") or 0),
                            vote_permutations=max(1, int(config.get("tta_votes") or 4)),
                            dihedral=bool(config.get("ttt_dihedral", True)),
                            colour_permutations=bool(config.get("ttt_colours", True)),
-                           models=int(config.get("ttt_models") or DEFAULT_TTT_MODELS),
+                           models=int(config.get("ttt_models") or TTT_DEFAULT_MODELS),
                            colour_head=int(config.get("ttt_colour_head") or 0))
 
 

@@ -97,7 +97,7 @@ class EvaluateScreen(ModalScreen[dict | None]):
             yield Input(str(self.max_tasks or ""), id="evaluate-max-tasks", type="integer")
             yield Label("test-time training steps per task (empty: none):")
             yield Input("", id="evaluate-ttt-steps", type="integer")
-            yield Label("students per task, votes pooled (empty: 2):")
+            yield Label(f"students per task, votes pooled (empty: {settings.TTT_DEFAULT_MODELS}):")
             yield Input("", id="evaluate-ttt-models", type="integer")
             yield Static("", id="evaluate-error", classes="field-error")
             yield Label("[b]enter[/b] start   [b]esc[/b] cancel")
