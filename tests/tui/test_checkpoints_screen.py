@@ -134,11 +134,16 @@ async def test_delete_asks_first_then_removes_file_and_row(workspace, run_with_c
     assert not app.errors
 
 
-async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_with_checkpoints,
-                                                                 monkeypatch):
+@pytest.fixture
+def launched(monkeypatch) -> list:
+    """Engine launches recorded instead of started: (log path, arguments) of each."""
+    calls = []
+    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: calls.append((log, args)))
+    return calls
+
+
+async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_with_checkpoints, launched):
     run_id, ids, _ = run_with_checkpoints
-    launched = []
-    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: launched.append((log, args)))
     app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
@@ -160,10 +165,8 @@ async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_w
 
 
 async def test_evaluate_with_test_time_training_passes_steps_and_students(workspace, run_with_checkpoints,
-                                                                           monkeypatch):
+                                                                           launched):
     run_id, ids, _ = run_with_checkpoints
-    launched = []
-    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: launched.append(args))
     app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot, app.screen)
@@ -177,8 +180,8 @@ async def test_evaluate_with_test_time_training_passes_steps_and_students(worksp
         dialog.query_one("#evaluate-ttt-models", Input).value = "3"
         await pilot.press("enter")
         await wait_until(pilot, lambda: launched, timeout=60, what="the launch")
-    assert launched[0] == ("eval", "--checkpoint", str(ids[1]), "--dataset", "arc1/train", "--max-tasks", "5",
-                           "--ttt-steps", "40", "--models", "3")
+    assert launched[0][1] == ("eval", "--checkpoint", str(ids[1]), "--dataset", "arc1/train", "--max-tasks", "5",
+                              "--ttt-steps", "40", "--models", "3")
     assert not app.errors
 
 
@@ -203,16 +206,14 @@ async def test_evaluate_really_starts_an_eval_run(workspace, run_with_checkpoint
         stop_all_engines(workspace)
 
 
-async def test_resume_from_the_selected_checkpoint(workspace, run_with_checkpoints, monkeypatch):
+async def test_resume_from_the_selected_checkpoint(workspace, run_with_checkpoints, launched):
     run_id, ids, _ = run_with_checkpoints
-    launched = []
-    monkeypatch.setattr(control, "launch_engine", lambda ws, log, *args: launched.append(args))
     app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot, app.screen)
         await pilot.press("down", "r")
         await wait_until(pilot, lambda: launched, timeout=10, what="the resume")
-    assert launched == [("resume", str(run_id), "--checkpoint", str(ids[1]))]
+    assert [args for _, args in launched] == [("resume", str(run_id), "--checkpoint", str(ids[1]))]
     assert not app.errors
 
 
