@@ -164,14 +164,20 @@ async def test_evaluate_launches_an_eval_with_the_runs_settings(workspace, run_w
     assert not app.errors
 
 
+async def open_evaluate_dialog(app, pilot) -> EvaluateScreen:
+    """The evaluate dialog of the second checkpoint, once the list has loaded."""
+    await loaded(pilot, app.screen)
+    await pilot.press("down", "e")
+    assert isinstance(app.screen, EvaluateScreen)
+    return app.screen
+
+
 async def test_evaluate_with_test_time_training_passes_steps_and_students(workspace, run_with_checkpoints,
                                                                            launched):
     run_id, ids, _ = run_with_checkpoints
     app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
     async with app.run_test(size=(80, 24)) as pilot:
-        await loaded(pilot, app.screen)
-        await pilot.press("down", "e")
-        dialog = app.screen
+        dialog = await open_evaluate_dialog(app, pilot)
         dialog.query_one("#evaluate-ttt-steps", Input).value = "40"
         dialog.query_one("#evaluate-ttt-models", Input).value = "0"
         await pilot.press("enter")
@@ -268,10 +274,7 @@ async def test_the_evaluate_dialog_refuses_a_dataset_that_does_not_resolve(works
     run_id, ids, _ = run_with_checkpoints
     app = ScreenApp(workspace, lambda: CheckpointsScreen(run_id))
     async with app.run_test(size=(80, 24)) as pilot:
-        await loaded(pilot, app.screen)
-        await pilot.press("down", "e")
-        dialog = app.screen
-        assert isinstance(dialog, EvaluateScreen)
+        dialog = await open_evaluate_dialog(app, pilot)
         dialog.query_one("#evaluate-dataset", Input).value = "arc3/foo"
         dialog.query_one("#evaluate-max-tasks", Input).value = "0"
         await pilot.press("enter")
