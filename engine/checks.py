@@ -68,13 +68,13 @@ def check_train(settings: dict, workspace: Path) -> None:
 def check_extract(settings: dict) -> None:
     from engine.errors import UserError
     from engine.extract import ExtractConfig
-    from engine.teachers import make_teacher
+    from engine.teachers import check_teacher
 
     check_dataset(settings["dataset"], "dataset")
     check_device(str(settings["teacher_options"].get("device", "cpu")), "teacher_options")
     try:
         config = ExtractConfig.from_dict(settings)
-        make_teacher(config.teacher, **config.teacher_options)
+        check_teacher(config.teacher, **config.teacher_options)   # never loads the model
     except (UserError, ValueError) as exc:
         field_name = "teacher" if type(exc).__name__ == "TeacherError" else "config"
         raise ConfigError(field_name, str(exc)) from None

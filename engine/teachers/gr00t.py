@@ -223,7 +223,7 @@ class Gr00tTeacher:
                 self.policy = gr00t.Gr00tPolicy(
                     model_path=self.model_path, embodiment_tag=embodiment,
                     modality_config=modality_config, modality_transform=transform, device=device)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any loader failure; corrupt weights raise SafetensorError
             raise TeacherError(f"cannot load GR00T from {folder} with embodiment {embodiment!r}: "
                                f"{exc}") from exc
         backbone = self.policy.model.backbone

@@ -8,6 +8,7 @@ concatenated in frame order. Works with transformers 4.51 and 5.x.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Sequence
 
@@ -26,25 +27,43 @@ def _resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def check_options(model_path: str | None = None, layer: int = -1, device: str | None = "auto",
+                  dtype: str = "float32") -> Path:
+    """The model folder, checked without loading the model (the dashboard's settings check
+    must answer in seconds); raises TeacherError saying what to pass or install."""
+    if not model_path:
+        raise TeacherError("the hf teacher needs model_path=<local folder with a Hugging Face "
+                           "vision model and its preprocessor_config.json>")
+    folder = Path(model_path).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise TeacherError(f"{folder} is not a Hugging Face model folder (no config.json): "
+                           f"pass model_path=<folder saved with save_pretrained>")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise TeacherError(f"{folder} has no weights (*.safetensors or *.bin): save the model "
+                           f"there with save_pretrained")
+    if importlib.util.find_spec("transformers") is None:
+        raise TeacherError("the hf teacher needs transformers and pillow: pip install 'sage-tui[hf]'")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise TeacherError(f"dtype must be float32, bfloat16 or float16, not {dtype!r}")
+    try:
+        int(layer)
+    except (TypeError, ValueError):
+        raise TeacherError(f"layer must be a hidden-state index (-1 = last), not {layer!r}") from None
+    _resolve_device(device)
+    return folder
+
+
 class HFTeacher:
     name = "hf"
 
     def __init__(self, model_path: str | None = None, layer: int = -1, device: str | None = "auto",
                  dtype: str = "float32"):
-        if not model_path:
-            raise TeacherError("the hf teacher needs model_path=<local folder with a Hugging Face "
-                               "vision model and its preprocessor_config.json>")
-        folder = Path(model_path).expanduser().resolve()
-        if not (folder / "config.json").is_file():
-            raise TeacherError(f"{folder} is not a Hugging Face model folder (no config.json): "
-                               f"pass model_path=<folder saved with save_pretrained>")
+        folder = check_options(model_path, layer, device, dtype)
         try:
             from transformers import AutoImageProcessor, AutoModel
         except ImportError as exc:
             raise TeacherError("the hf teacher needs transformers and pillow: "
                                "pip install 'sage-tui[hf]'") from exc
-        if dtype not in ("float32", "bfloat16", "float16"):
-            raise TeacherError(f"dtype must be float32, bfloat16 or float16, not {dtype!r}")
         self.device = _resolve_device(device)
         self.layer = int(layer)
         self.model_path = str(folder)
@@ -53,7 +72,7 @@ class HFTeacher:
             self.processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
             model = AutoModel.from_pretrained(str(folder), local_files_only=True,
                                               torch_dtype=getattr(torch, dtype))
-        except (OSError, ValueError, ImportError) as exc:
+        except Exception as exc:  # any loader failure; corrupt weights raise SafetensorError
             raise TeacherError(f"cannot load a vision model from {folder}: {exc}") from exc
         # Dual-tower models (SiglipModel, CLIPModel) keep the image side in .vision_model;
         # vision-only models (SiglipVisionModel) answer to pixel_values directly.

@@ -14,7 +14,7 @@ import torch
 from db.store import Store
 from engine.arc import ArcTask, Pair
 from engine.teacher_view import TeacherViewConfig, build_teacher_view
-from engine.teachers import TeacherError, make_teacher
+from engine.teachers import TeacherError, check_teacher, make_teacher
 from engine.teachers.gr00t import flash_attn_available, resolve_settings
 
 
@@ -106,6 +106,33 @@ def test_hf_teacher_without_a_model_folder_says_what_to_pass(tmp_path):
         make_teacher("hf")
     with pytest.raises(TeacherError, match="no config.json"):
         make_teacher("hf", model_path=str(tmp_path))
+
+
+def test_checking_an_hf_teacher_refuses_what_making_it_would_without_loading_the_model(
+        tiny_siglip_folder, tmp_path):
+    check_teacher("hf", model_path=str(tiny_siglip_folder), device="cpu")
+    for options, message in [({}, "needs model_path"), ({"model_path": str(tmp_path)}, "no config.json"),
+                             ({"model_path": str(tiny_siglip_folder), "dtype": "int8"}, "dtype must be"),
+                             ({"model_path": str(tiny_siglip_folder), "layer": "last"}, "hidden-state index"),
+                             ({"model_path": str(tiny_siglip_folder), "colour": 3}, "bad option")]:
+        with pytest.raises(TeacherError, match=message):
+            check_teacher("hf", **options)
+        with pytest.raises(TeacherError, match=message):
+            make_teacher("hf", **options)
+    # Weights that do not load: the check (which never loads them) passes, making fails.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        (broken / name).write_bytes((tiny_siglip_folder / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    check_teacher("hf", model_path=str(broken), device="cpu")
+    with pytest.raises(TeacherError, match="cannot load"):
+        make_teacher("hf", model_path=str(broken), device="cpu")
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(TeacherError, match="no weights"):
+        check_teacher("hf", model_path=str(broken))
+    with pytest.raises(TeacherError, match="unknown teacher 'clip'"):
+        check_teacher("clip")
 
 
 # -------------------------------------------------------------------- gr00t

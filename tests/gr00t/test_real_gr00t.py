@@ -184,6 +184,25 @@ def test_readme_token_figures_match_the_eagle_processor(teacher):
     assert int(processed(teacher, [default_view])["eagle_attention_mask"][0].sum()) == 1365
 
 
+def test_the_settings_check_never_loads_the_model_and_bad_weights_say_so(gr00t_env, teacher, tmp_path):
+    """The dashboard's settings check must answer in seconds, not load 3B parameters: with
+    weights that cannot load, the check still passes and making the teacher says why."""
+    from engine.teachers import TeacherError, make_teacher
+
+    broken = tmp_path / "GR00T-N1.5-broken"
+    shutil.copytree(gr00t_env["model"], broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
+    config = {"teacher": "gr00t", "teacher_options": {"model_path": str(broken), "device": "cpu"}}
+    check = subprocess.run([sys.executable, "-m", "engine", "check", "--kind", "extract",
+                            "--config-json", json.dumps(config)],
+                           env=gr00t_env["env"], capture_output=True, text=True, timeout=300)
+    assert json.loads(check.stdout.splitlines()[-1]) == {"ok": True, "warnings": []}, check.stderr[-2000:]
+    with pytest.warns(UserWarning, match="runs on the CPU"), \
+            pytest.raises(TeacherError, match="cannot load GR00T from .*GR00T-N1.5-broken"):
+        make_teacher("gr00t", model_path=str(broken), device="cpu")
+
+
 def test_a_sage_seed_student_trains_on_the_gr00t_store(extracted):
     from db.store import Store
     from engine.runner import run_job
