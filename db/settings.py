@@ -320,6 +320,7 @@ EVAL = Schema("eval", (
     _positive_int("source_run_id", None, "the training run it belongs to", optional=True),
     Setting("dataset", str, "arc1/eval", "arc1/eval, arc1/train, arc2/eval, arc2/train or a folder",
             check=_dataset),
+    Setting("task_ids", list, None, "only these task ids (comma-separated; empty: all)", optional=True),
     _positive_int("max_tasks", None, "at most this many tasks", optional=True),
     Setting("max_grid", int, None, "only tasks whose grids all fit N×N", low=1, high=30, optional=True),
     Setting("tta_votes", int, None, "augmentations voted over (test-time training: colour "

@@ -84,6 +84,7 @@ def check_eval(settings: dict, workspace: Path) -> None:
     from db.store import Store, WorkspaceError, db_path
 
     check_dataset(settings["dataset"], "dataset")
+    check_eval_tasks(settings)
     if settings["checkpoint_id"] is not None and db_path(workspace).exists():
         try:
             with Store.open_readonly(workspace) as store:
@@ -92,6 +93,22 @@ def check_eval(settings: dict, workspace: Path) -> None:
             raise ConfigError("checkpoint_id", str(exc)) from None
         if not (workspace / checkpoint.path).exists():
             raise ConfigError("checkpoint_id", f"checkpoint file {checkpoint.path} is missing")
+
+
+def check_eval_tasks(settings: dict) -> None:
+    """The evaluation's dataset holds every named task, and its limits leave at least one."""
+    from engine.arc import DatasetError, load_dataset, select_tasks
+
+    dataset = load_dataset(settings["dataset"])
+    try:
+        tasks = select_tasks(dataset.tasks, settings.get("task_ids"), settings.get("max_tasks"),
+                             settings.get("max_grid"))
+    except DatasetError as exc:
+        raise ConfigError("task_ids", str(exc)) from None
+    if not tasks:
+        limit = "max_grid" if settings.get("max_grid") else "task_ids"
+        raise ConfigError(limit, f"no task of {dataset.name} is left with these limits: "
+                                 f"widen max_grid or name other tasks")
 
 
 def check_machine(kind: str, settings: dict, workspace: Path) -> None:

@@ -94,6 +94,8 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
                           help="checkpoint id (without it, each task trains a fresh per-task student)")
     evaluate.add_argument("--dataset", default=None,
                           help="dataset to evaluate on (default: arc1/eval)")
+    evaluate.add_argument("--task-ids", default=None,
+                          help="only these task ids, comma-separated (e.g. the ones an evaluation failed)")
     evaluate.add_argument("--max-tasks", type=int, default=None)
     evaluate.add_argument("--max-grid", type=int, default=None,
                           help="only tasks whose grids all fit NxN (e.g. 10)")
@@ -304,8 +306,11 @@ def cmd_extract(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, store: Store) -> int:
+    from engine.checks import check_eval_tasks
+
     dataset = args.dataset or "arc1/eval"
-    given = {"dataset": dataset, "max_tasks": args.max_tasks, "max_grid": args.max_grid,
+    given = {"dataset": dataset, "task_ids": args.task_ids, "max_tasks": args.max_tasks,
+             "max_grid": args.max_grid,
              "ttt_steps": args.ttt_steps, "ttt_seconds": args.ttt_seconds, "workers": args.workers,
              "seed": args.seed, "ttt_dihedral": not args.no_dihedral,
              "ttt_colours": not args.no_colour_permutations, "ttt_models": args.models,
@@ -323,6 +328,7 @@ def cmd_eval(args: argparse.Namespace, store: Store) -> int:
         name = f"eval-{source.name}-step{checkpoint.step}" + (
             "-ttt" if args.ttt_steps or args.ttt_seconds else "")
     config = parse_settings("eval", given)
+    check_eval_tasks(config)   # an unknown task id is refused before the run exists
     run = store.create_run(name, "eval", config)
     print(f"created run {run.id}", file=sys.stderr)
     return _run_detached_or_here(args, store, run.id, ["start", str(run.id)],

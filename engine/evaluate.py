@@ -40,7 +40,8 @@ def eval_job(ctx: RunContext) -> str:
     dataset = load_dataset(settings.get("dataset") or "arc1/eval")
     for problem in dataset.problems:
         ctx.event("bad_task", f"skipped task {problem}")
-    tasks = select_tasks(dataset.tasks, max_tasks=settings.get("max_tasks"))
+    tasks = select_tasks(dataset.tasks, settings.get("task_ids"), settings.get("max_tasks"),
+                         settings.get("max_grid"))
     if not tasks:
         raise JobFailed(f"no tasks to evaluate in {dataset.name}")
     features = None

@@ -139,7 +139,7 @@ def ttt_job(ctx: RunContext) -> str:
     dataset = load_dataset(config.get("dataset") or "arc1/eval")
     for problem in dataset.problems:
         ctx.event("bad_task", f"skipped task {problem}")
-    tasks = select_tasks(dataset.tasks, max_tasks=config.get("max_tasks"),
+    tasks = select_tasks(dataset.tasks, config.get("task_ids"), max_tasks=config.get("max_tasks"),
                          max_grid=config.get("max_grid"))
     if not tasks:
         raise JobFailed(f"no tasks to evaluate in {dataset.name} with these limits")

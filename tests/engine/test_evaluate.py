@@ -28,12 +28,14 @@ def test_eval_stores_predictions_and_prints_the_official_score(workspace, fast_t
 
     result = subprocess.run(
         [sys.executable, "-m", "engine", "eval", "--checkpoint", str(checkpoint.id),
-         "--dataset", "arc1/eval", "--max-tasks", "2", "--tta-votes", "2", "--workspace", str(workspace)],
+         "--dataset", "arc1/eval", "--max-grid", "10", "--max-tasks", "2", "--tta-votes", "2",
+         "--workspace", str(workspace)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "pass@2" in result.stdout and "official ARC rule" in result.stdout
 
-    tasks = select_tasks(load_dataset("arc1/eval").tasks, max_tasks=2)
+    tasks = select_tasks(load_dataset("arc1/eval").tasks, max_tasks=2, max_grid=10)
+    assert [t.id for t in tasks] != [t.id for t in load_dataset("arc1/eval").tasks[:2]]
     n_test_inputs = sum(len(t.test) for t in tasks)
     with Store.open_readonly(workspace) as store:
         [evaluation] = store.evaluations(source_run_id=run.id)

@@ -132,6 +132,24 @@ def test_the_command_line_trains_tasks_in_parallel_processes(workspace, tmp_path
     assert any("2 worker process(es)" in m for m in events)
 
 
+def test_only_the_named_tasks_are_evaluated(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks", count=4)
+    code, _, evaluation, predictions, _ = evaluate(workspace, ttt_config(folder, task_ids=["task03", "task01"]))
+    assert code == 0 and evaluation.n_tasks == 2
+    assert sorted(p.task_id for p in predictions) == ["task01", "task03"]
+
+
+def test_unknown_task_ids_are_refused_before_a_run_exists(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks", count=2)
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "eval", "--dataset", str(folder), "--task-ids", "task01,nope",
+         "--workspace", str(workspace)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "task ids not in the dataset: nope" in result.stderr
+    with Store.open_readonly(workspace) as store:
+        assert store.list_runs() == []
+
+
 def test_bad_budgets_are_refused_on_the_command_line(workspace):
     result = subprocess.run(
         [sys.executable, "-m", "engine", "eval", "--ttt-seconds", "nan", "--workspace", str(workspace)],
