@@ -176,8 +176,8 @@ class RunScreen(SageScreen):
             parts.append(f"{run.progress * 100:.0f}%")
         if status == "running" and run.eta_s:
             parts.append(f"ETA {duration(run.eta_s)}")
-        if row.best is not None:
-            parts.append(f"best {number(row.best, 3)}")
+        if row.best is not None:   # an evaluation's score so far; a training run's best validation
+            parts.append(f"{'pass@2' if run.kind == 'eval' else 'best'} {number(row.best, 3)}")
         if run.device and run.device != "auto":   # "auto" is a request, not a device
             parts.append(run.device)
         if status in ("failed", "crashed"):

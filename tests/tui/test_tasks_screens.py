@@ -13,7 +13,9 @@ from textual.widgets import DataTable, Static
 from db.store import Prediction, Store, TaskScore
 from engine.scoring import grid_cell_accuracy
 from sage_tui.data_tasks import load_demonstrations, load_task
+from sage_tui.app import SageApp
 from sage_tui.screens.compare import CompareScreen
+from sage_tui.screens.run import RunScreen
 from sage_tui.screens.task_view import TaskViewScreen
 from sage_tui.screens.tasks import TasksScreen
 from sage_tui.widgets.grid import WRONG, ArcGrid
@@ -297,6 +299,7 @@ async def test_a_test_time_training_evaluation_is_browsed_to_its_solved_tasks(wo
     with Store.open_readonly(workspace) as store:
         evaluation_id = store.evaluation_of_run(run.id)
         solved = {s.task_id for s in store.task_scores(evaluation_id) if s.score == 1}
+        score = store.get_evaluation(evaluation_id).score_pass2
     assert "3c9b0459" in solved                      # one copy-path weight: rotate the input
 
     app = ScreenApp(workspace, lambda: TasksScreen(evaluation_id))
@@ -316,3 +319,11 @@ async def test_a_test_time_training_evaluation_is_browsed_to_its_solved_tasks(wo
         assert prediction.correct_1 or prediction.correct_2
         assert prediction.expected == arc_tasks["3c9b0459"]["test"][0]["output"]
     assert not app.errors
+
+    # The run's own screen gives its score as what it is: pass@2 over the tasks done.
+    app = SageApp(workspace, open_run=run.id)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen)
+                         and f"pass@2 {score:.3g}" in text(app.screen, "#run-status"),
+                         timeout=10, what="the evaluation's score in the run screen's header")
+        assert "best" not in text(app.screen, "#run-status")
