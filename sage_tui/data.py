@@ -56,6 +56,12 @@ def metric_group(key: str) -> str:
         return "validation"
     if key.startswith("eval_"):
         return "evaluation"
+    # Test-time training logs one point per task: the running score is the evaluation's,
+    # the fit to the task's demonstrations is training, its time and steps are speed.
+    if key in ("ttt_pass1", "ttt_pass2", "ttt_task_score"):
+        return "evaluation"
+    if key in ("ttt_seconds", "ttt_steps"):
+        return "throughput"
     if key.startswith("torch_") or any(word in key for word in ("per_s", "_mb", "mem", "time")):
         return "throughput"
     # train_*, and the unprefixed batch figures older runs logged, are training batches.
