@@ -292,6 +292,13 @@ async def test_a_baseline_key_is_a_labelled_line_on_its_figures_plot_not_a_plot(
         assert ".5" in text and ".75" in text
 
 
+def test_figures_of_one_point_per_task_have_no_best():
+    from sage_tui.widgets.curve import has_best
+
+    assert has_best("loss") and has_best("val_pass2") and has_best("eval_pass2")
+    assert not any(has_best(key) for key in ("lr", "epoch", "ttt_pass2", "ttt_loss", "ttt_demo_exact"))
+
+
 async def test_constant_series_and_schedules_are_drawn_sensibly(frozen):
     run_id = add_curve_cases_run(frozen)
     app = SageApp(frozen, open_run=run_id, clock=FrozenClock())
