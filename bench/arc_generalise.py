@@ -91,6 +91,23 @@ def engine(*args: str, workspace: Path) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True)
 
 
+def failure_analysis(store, run_id: int) -> str:
+    """Time per task, and why tasks failed, from the run's per-task figures: a task its
+    first student fits (reproduces every demonstration) and still gets wrong lacks the
+    right prior; one it does not fit may lack budget."""
+    figures = {key: store.read_metrics_after(run_id, f"ttt_{key}").values
+               for key in ("demo_exact", "task_score", "seconds")}
+    if not figures["seconds"]:
+        return "no per-task figures (an evaluation without test-time training)"
+    seconds = sorted(figures["seconds"])
+    solved = sum(score == 1 for score in figures["task_score"])
+    fit_wrong = sum(fit == 1 and score < 1 for fit, score in zip(figures["demo_exact"], figures["task_score"]))
+    return (f"per task: {sum(seconds) / len(seconds):.0f} s mean, {seconds[len(seconds) // 2]:.0f} s median, "
+            f"{seconds[-1]:.0f} s longest; of {len(seconds)} tasks {solved} fully solved, {fit_wrong} not "
+            f"although the first student reproduces every demonstration, "
+            f"{len(seconds) - solved - fit_wrong} not and it does not")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=SETS, default="small")
@@ -155,6 +172,7 @@ def main() -> None:
     print(result.stdout.strip().splitlines()[-1])
     with Store.open_readonly(workspace) as store:
         evaluation = store.evaluations()[-1]
+        analysis = failure_analysis(store, evaluation.run_id)
     exported = engine("export", "--evaluation", str(evaluation.id), "--format", "submission",
                       workspace=workspace)
     submission = json.loads(exported.stdout)
@@ -167,6 +185,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {args.set} | {len(tasks)} | {budget or 'default'} | {pass2:.3f} | {pass1:.3f} | {full} | "
           f"{base2:.3f} ({base_full} solved) | {wall / 60:.1f} min |")
+    print(f"\n{analysis}")
     print(f"\nindependent re-score {'agrees with' if agrees else 'DIFFERS FROM'} the stored score "
           f"({evaluation.score_pass2:.4f} pass@2, {evaluation.score_pass1:.4f} pass@1)")
     if not agrees:
