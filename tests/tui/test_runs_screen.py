@@ -231,6 +231,10 @@ async def test_log_key_opens_a_failed_runs_log_with_the_traceback_marked(frozen)
 
 
 async def test_a_running_run_whose_heartbeat_goes_stale_is_crashed_and_notified(frozen):
+    def crash_events():
+        with Store.open_readonly(frozen) as store:
+            return [e for e in store.events(2) if e.kind == "crashed"]
+
     clock = FrozenClock()
     app = SageApp(frozen, clock=clock)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -241,13 +245,11 @@ async def test_a_running_run_whose_heartbeat_goes_stale_is_crashed_and_notified(
                          what="the run marked crashed")
         await wait_until(pilot, lambda: any("distill-gr00t crashed" in n.message for n in app._notifications),
                          timeout=5, what="the crash notification")
+        # The dashboard writes what it found in a worker thread: an event, and a line at
+        # the end of the log.
+        await wait_until(pilot, crash_events, timeout=10, what="the crashed event")
 
-    # The dashboard wrote what it found, once: an event, and a line at the end of the log.
-    def crash_events():
-        with Store.open_readonly(frozen) as store:
-            return [e for e in store.events(2) if e.kind == "crashed"]
-
-    [event] = crash_events()
+    [event] = crash_events()   # once
     assert "engine process gone" in event.message
     from sage_tui import control
     assert control.record_crash(frozen, 2) is False and len(crash_events()) == 1
