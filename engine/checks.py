@@ -83,8 +83,7 @@ def check_extract(settings: dict) -> None:
 def check_eval(settings: dict, workspace: Path) -> None:
     from db.store import Store, WorkspaceError, db_path
 
-    check_dataset(settings["dataset"], "dataset")
-    check_eval_tasks(settings)
+    check_eval_tasks(settings)   # the dataset loads, and holds the tasks asked for
     if settings["checkpoint_id"] is not None and db_path(workspace).exists():
         try:
             with Store.open_readonly(workspace) as store:
@@ -99,7 +98,10 @@ def check_eval_tasks(settings: dict) -> None:
     """The evaluation's dataset holds every named task, and its limits leave at least one."""
     from engine.arc import DatasetError, load_dataset, select_tasks
 
-    dataset = load_dataset(settings["dataset"])
+    try:
+        dataset = load_dataset(settings["dataset"])
+    except DatasetError as exc:
+        raise ConfigError("dataset", str(exc)) from None
     try:
         tasks = select_tasks(dataset.tasks, settings.get("task_ids"), settings.get("max_tasks"),
                              settings.get("max_grid"))
