@@ -18,6 +18,8 @@ import torch
 from engine.teacher_view import TeacherView
 from engine.teachers import TeacherError, pad_token_sequences
 
+INSTALL_HINT = "the hf teacher needs transformers and pillow: pip install 'sage-tui[hf]'"
+
 
 def _resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
@@ -42,7 +44,7 @@ def check_options(model_path: str | None = None, layer: int = -1, device: str | 
         raise TeacherError(f"{folder} has no weights (*.safetensors or *.bin): save the model "
                            f"there with save_pretrained")
     if importlib.util.find_spec("transformers") is None:
-        raise TeacherError("the hf teacher needs transformers and pillow: pip install 'sage-tui[hf]'")
+        raise TeacherError(INSTALL_HINT)
     if dtype not in ("float32", "bfloat16", "float16"):
         raise TeacherError(f"dtype must be float32, bfloat16 or float16, not {dtype!r}")
     try:
@@ -62,8 +64,7 @@ class HFTeacher:
         try:
             from transformers import AutoImageProcessor, AutoModel
         except ImportError as exc:
-            raise TeacherError("the hf teacher needs transformers and pillow: "
-                               "pip install 'sage-tui[hf]'") from exc
+            raise TeacherError(INSTALL_HINT) from exc
         self.device = _resolve_device(device)
         self.layer = int(layer)
         self.model_path = str(folder)
