@@ -56,6 +56,36 @@ def test_shape_rules_from_demonstrations():
     assert model.crop_box(test)[:2] == (5, 6)
 
 
+def test_output_sizes_measured_by_counts_and_frames_are_inferred():
+    # "One column per coloured cell": the input's shape does not explain the width.
+    def cells_in_a_row(count, shape=(3, 3)):
+        grid = np.zeros(shape, np.uint8)
+        grid.flat[:count] = 5
+        return grid, np.full((1, count), 5, np.uint8)
+    model = infer_shapes([cells_in_a_row(2), cells_in_a_row(4), cells_in_a_row(3)])
+    assert str(model.width[0]) == "cells"
+    assert model.candidates(cells_in_a_row(5)[0])[0] == (1, 5)
+    # "Tile the input once per colour": the height is the input's height times its colours.
+    def tiled_per_colour(colours):
+        grid = np.zeros((3, 3), np.uint8)
+        grid[0, :colours] = np.arange(1, colours + 1)
+        return grid, np.tile(grid, (colours, colours))
+    model = infer_shapes([tiled_per_colour(1), tiled_per_colour(2)])
+    assert model.candidates(tiled_per_colour(3)[0])[0] == (9, 9)
+
+    # "Cut out what a frame encloses", the frame's colour changing from pair to pair.
+    def framed(shape, top, left, height, width, colour, rng):
+        grid = (rng.random(shape) < 0.15).astype(np.uint8) * 7       # scattered cells of colour 7
+        grid[top:top + height, left:left + width] = colour
+        inside = (rng.random((height - 2, width - 2)) < 0.3).astype(np.uint8) * 7
+        grid[top + 1:top + height - 1, left + 1:left + width - 1] = inside
+        return grid, inside
+    rng = np.random.default_rng(3)
+    model = infer_shapes([framed((12, 12), 2, 3, 6, 5, 2, rng), framed((11, 13), 4, 1, 5, 8, 4, rng)])
+    test, inside = framed((14, 10), 1, 2, 9, 6, 3, rng)
+    assert model.crop == "inside of the largest object"
+    assert model.candidates(test)[0] == inside.shape
+
 def test_introduced_colours_keep_their_identity():
     demos = [(np.array([[1, 0]]), np.array([[1, 4]])), (np.array([[2, 0]]), np.array([[2, 4]]))]
     assert fixed_colours(demos) == [0, 4]
