@@ -118,6 +118,8 @@ def main() -> None:
                         help="colour permutations per dihedral view when voting (default 4)")
     parser.add_argument("--models", type=int, default=None, help="ensemble of per-task students")
     parser.add_argument("--colour-head", type=int, default=None, help="colour-equivariant head width")
+    parser.add_argument("--changed-weight", type=float, default=None,
+                        help="loss weight of cells that differ from the input cell (default 4)")
     parser.add_argument("--no-dihedral", action="store_true", help="ablation: no dihedral transforms")
     parser.add_argument("--no-colour-permutations", action="store_true", help="ablation: no recolouring")
     parser.add_argument("--checkpoint", type=int, default=None,
@@ -158,6 +160,7 @@ def main() -> None:
                         ("--ttt-steps", args.ttt_steps), ("--ttt-seconds", args.ttt_seconds),
                         ("--workers", args.workers), ("--tta-votes", args.tta_votes),
                         ("--models", args.models), ("--colour-head", args.colour_head),
+                        ("--changed-weight", args.changed_weight),
                         ("--checkpoint", args.checkpoint)):
         if value is not None:
             command += [flag, str(value)]

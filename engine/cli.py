@@ -113,6 +113,9 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
                           help=f"per-task students in an ensemble sharing the budget (default {TTT_DEFAULT_MODELS})")
     evaluate.add_argument("--colour-head", type=int, default=None,
                           help="hidden width of a colour-equivariant head for the fresh per-task student (default 0: none)")
+    evaluate.add_argument("--changed-weight", type=float, default=4.0,
+                          help="loss weight of the output cells whose colour differs from the input cell's "
+                               "(default 4; 1: every cell alike)")
     evaluate.add_argument("--no-dihedral", action="store_true",
                           help="test-time training without the 8 dihedral transforms (an ablation)")
     evaluate.add_argument("--no-colour-permutations", action="store_true",
@@ -314,7 +317,7 @@ def cmd_eval(args: argparse.Namespace, store: Store) -> int:
              "ttt_steps": args.ttt_steps, "ttt_seconds": args.ttt_seconds, "workers": args.workers,
              "seed": args.seed, "ttt_dihedral": not args.no_dihedral,
              "ttt_colours": not args.no_colour_permutations, "ttt_models": args.models,
-             "ttt_colour_head": args.colour_head or 0,
+             "ttt_colour_head": args.colour_head or 0, "ttt_changed_weight": args.changed_weight,
              "tta_votes": args.tta_votes, "device": "cpu"}
     if args.checkpoint is None:   # test-time training of a fresh per-task student per task
         name = f"ttt-{dataset if dataset.startswith('arc') else Path(dataset).name}"

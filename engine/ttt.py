@@ -99,7 +99,8 @@ def ttt_settings(config: dict) -> PerTaskSettings:
                            dihedral=bool(config.get("ttt_dihedral", True)),
                            colour_permutations=bool(config.get("ttt_colours", True)),
                            models=int(config.get("ttt_models") or TTT_DEFAULT_MODELS),
-                           colour_head=int(config.get("ttt_colour_head") or 0))
+                           colour_head=int(config.get("ttt_colour_head") or 0),
+                           changed_weight=float(config.get("ttt_changed_weight", 4.0)))
 
 
 def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) -> dict:
@@ -211,6 +212,8 @@ def _describe(start: dict, settings: PerTaskSettings) -> str:
                               "fine-tuned per task on leave-one-out queries"}[start["kind"]]
     if start["kind"] != "grid-student" and settings.colour_head:
         origin += f" with a colour-equivariant head ({settings.colour_head} wide)"
+    if start["kind"] != "grid-student":
+        origin += f", cells that differ from the input weighing {settings.changed_weight:g}x"
     budget = " and ".join(part for part in (
         f"{settings.steps} steps" if settings.steps < 100_000 else "",
         f"{settings.seconds:g} s" if settings.seconds else "") if part)

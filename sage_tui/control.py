@@ -102,7 +102,8 @@ def delete_run(workspace: Path, run_id: int) -> str:
 EVAL_FLAGS = {"checkpoint_id": "--checkpoint", "dataset": "--dataset", "max_tasks": "--max-tasks",
               "max_grid": "--max-grid", "tta_votes": "--tta-votes", "ttt_steps": "--ttt-steps",
               "ttt_seconds": "--ttt-seconds", "ttt_models": "--models",
-              "ttt_colour_head": "--colour-head", "workers": "--workers"}
+              "ttt_colour_head": "--colour-head", "ttt_changed_weight": "--changed-weight",
+              "workers": "--workers"}
 
 
 def evaluate_checkpoint(workspace: Path, checkpoint_id: int | None, dataset: str | None = None,

@@ -192,3 +192,23 @@ def test_the_colour_head_judges_every_colour_alike():
     scores, recoloured_scores = head(features, trunk), head(recoloured, trunk)
     assert torch.allclose(recoloured_scores[:, perm], scores, atol=1e-5)
     assert not torch.allclose(recoloured_scores, scores, atol=1e-3)   # it does depend on colour
+
+
+def test_cells_that_change_weigh_more_in_the_loss():
+    torch = pytest.importorskip("torch")
+    from engine.pertask import cell_loss
+
+    grid = np.zeros((4, 4), np.uint8)
+    grid[1, 1] = 3
+    expected = grid.copy()
+    expected[2, 2] = 5                                   # the one cell the task changes
+    features = torch.from_numpy(cell_features(grid, expected.shape))[None]
+    targets = torch.from_numpy(expected.astype(np.int64))[None]
+    logits = torch.zeros((1, 10, 4, 4))                  # uniform: every cell costs log(10)
+    logits[0, expected.astype(np.int64), *np.indices((4, 4))] = 5.0   # ...but these are right
+    logits[0, 5, 2, 2] = 0.0                                          # except the changed cell
+    plain, weighted = cell_loss(logits, features, targets, 1.0), cell_loss(logits, features, targets, 4.0)
+    per_cell = torch.nn.functional.cross_entropy(logits, targets, reduction="none")[0]
+    copied = per_cell.sum() - per_cell[2, 2]
+    assert torch.isclose(plain, per_cell.mean())
+    assert torch.isclose(weighted, (copied + 4 * per_cell[2, 2]) / 16)
