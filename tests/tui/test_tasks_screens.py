@@ -15,6 +15,7 @@ from db.store import Prediction, Store, TaskScore
 from engine.scoring import grid_cell_accuracy
 from sage_tui.data_tasks import load_demonstrations, load_task
 from sage_tui.app import SageApp
+from sage_tui.screens.checkpoints import CheckpointsScreen
 from sage_tui.screens.compare import CompareScreen
 from sage_tui.screens.run import RunScreen
 from sage_tui.screens.task_view import TaskViewScreen
@@ -347,3 +348,9 @@ async def test_a_test_time_training_evaluation_is_browsed_to_its_solved_tasks(wo
                          and f"pass@2 {score:.3g}" in text(app.screen, "#run-status"),
                          timeout=10, what="the evaluation's score in the run screen's header")
         assert "best" not in text(app.screen, "#run-status")
+        # Its checkpoints screen says why it has none, above its evaluation.
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointsScreen)
+                         and "makes no checkpoints" in text(app.screen, "#checkpoints-summary"),
+                         timeout=10, what="the evaluation run's checkpoints screen")
+        assert "no validated checkpoint" not in text(app.screen, "#checkpoints-summary")
