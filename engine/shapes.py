@@ -149,11 +149,12 @@ def _crop_regions() -> dict[str, CropRegion]:
         "non-background cells": lambda g, perm: _bbox(g != _background(g)),
         "largest object": lambda g, perm: _object_box(g, np.argmax),
         "smallest object": lambda g, perm: _object_box(g, np.argmin),
-        "inside of the largest object": lambda g, perm: _inside(_object_box(g, np.argmax)),
-        "least frequent colour": lambda g, perm: _bbox(g == _least_frequent(g)),
     }
     for colour in range(1, 10):
         regions[f"colour {colour}"] = lambda g, perm, colour=colour: _bbox(g == perm[colour])
+    # Tried last: they decide only tasks that no region above explains.
+    regions["least frequent colour"] = lambda g, perm: _bbox(g == _least_frequent(g))
+    regions["inside of the largest object"] = lambda g, perm: _inside(_object_box(g, np.argmax))
     return regions
 
 
