@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=None, help="ensemble of per-task students")
     parser.add_argument("--colour-head", type=int, default=None, help="colour-equivariant head width")
     parser.add_argument("--changed-weight", type=float, default=None,
-                        help="loss weight of cells that differ from the input cell (default 4)")
+                        help="loss weight of cells that differ from the input cell (default 1)")
     parser.add_argument("--no-dihedral", action="store_true", help="ablation: no dihedral transforms")
     parser.add_argument("--no-colour-permutations", action="store_true", help="ablation: no recolouring")
     parser.add_argument("--checkpoint", type=int, default=None,

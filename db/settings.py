@@ -333,7 +333,7 @@ EVAL = Schema("eval", (
                   f"(default {TTT_DEFAULT_MODELS})", optional=True),
     Setting("ttt_colour_head", int, 0, "hidden width of the fresh per-task student's colour-equivariant "
             "head (0: none)", low=0, high=256),
-    Setting("ttt_changed_weight", float, 4.0, "per-task student: loss weight of the output cells whose "
+    Setting("ttt_changed_weight", float, 1.0, "per-task student: loss weight of the output cells whose "
             "colour differs from the input cell's (1: every cell alike)", low=1.0),
     Setting("ttt_dihedral", bool, True, "test-time training under the 8 dihedral transforms"),
     Setting("ttt_colours", bool, True, "test-time training under colour permutations"),

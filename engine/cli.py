@@ -113,9 +113,9 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
                           help=f"per-task students in an ensemble sharing the budget (default {TTT_DEFAULT_MODELS})")
     evaluate.add_argument("--colour-head", type=int, default=None,
                           help="hidden width of a colour-equivariant head for the fresh per-task student (default 0: none)")
-    evaluate.add_argument("--changed-weight", type=float, default=4.0,
-                          help="loss weight of the output cells whose colour differs from the input cell's "
-                               "(default 4; 1: every cell alike)")
+    evaluate.add_argument("--changed-weight", type=float, default=1.0,
+                          help="per-task student: loss weight of the output cells whose colour differs from "
+                               "the input cell's (default 1: every cell alike)")
     evaluate.add_argument("--no-dihedral", action="store_true",
                           help="test-time training without the 8 dihedral transforms (an ablation)")
     evaluate.add_argument("--no-colour-permutations", action="store_true",

@@ -100,7 +100,7 @@ def ttt_settings(config: dict) -> PerTaskSettings:
                            colour_permutations=bool(config.get("ttt_colours", True)),
                            models=int(config.get("ttt_models") or TTT_DEFAULT_MODELS),
                            colour_head=int(config.get("ttt_colour_head") or 0),
-                           changed_weight=float(config.get("ttt_changed_weight", 4.0)))
+                           changed_weight=float(config.get("ttt_changed_weight") or 1.0))
 
 
 def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) -> dict:
@@ -212,7 +212,7 @@ def _describe(start: dict, settings: PerTaskSettings) -> str:
                               "fine-tuned per task on leave-one-out queries"}[start["kind"]]
     if start["kind"] != "grid-student" and settings.colour_head:
         origin += f" with a colour-equivariant head ({settings.colour_head} wide)"
-    if start["kind"] != "grid-student":
+    if start["kind"] != "grid-student" and settings.changed_weight != 1:
         origin += f", cells that differ from the input weighing {settings.changed_weight:g}x"
     budget = " and ".join(part for part in (
         f"{settings.steps} steps" if settings.steps < 100_000 else "",
