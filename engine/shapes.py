@@ -73,7 +73,7 @@ class DimensionRule:
             return str(self.offset)
         ratio = "" if self.ratio == 1 else f"*{self.ratio}"
         offset = f"{self.offset:+d}" if self.offset else ""
-        return f"({self.source}){ratio}{offset}" if "*" in self.source and (ratio or offset) else f"{self.source}{ratio}{offset}"
+        return f"{self.source}{ratio}{offset}"
 
 
 def _dimension_rules(pairs: list[tuple[Grid, Grid]], dim: int) -> list[DimensionRule]:
@@ -91,7 +91,7 @@ def _dimension_rules(pairs: list[tuple[Grid, Grid]], dim: int) -> list[Dimension
             if len(ratios) == 1:
                 rules.append(DimensionRule(source, ratios.pop()))
         offsets = {o - i for o, i in zip(outputs, inputs)}
-        if len(offsets) == 1 and source in "hw":   # a count plus an offset fits by chance too often
+        if len(offsets) == 1 and source in (same, other):   # a count plus an offset fits by chance too often
             rules.append(DimensionRule(source, Fraction(1), offsets.pop()))
 
     consistent(same)
@@ -99,7 +99,7 @@ def _dimension_rules(pairs: list[tuple[Grid, Grid]], dim: int) -> list[Dimension
     if len(set(outputs)) == 1:
         rules.append(DimensionRule(None, Fraction(1), outputs[0]))
     for source in SOURCES:
-        if source not in "hw" and len(set(outputs)) > 1:
+        if source not in (same, other) and len(set(outputs)) > 1:
             consistent(source)
     unique = {str(rule): rule for rule in reversed(rules)}   # "h*1" and "h+0" once, first kept
     return sorted(unique.values(), key=rules.index)
