@@ -208,12 +208,13 @@ class CheckpointsScreen(SageScreen):
             self.fill_checkpoints(view)
             self.fill_evaluations(view)
         run = view.run
-        if run.kind == "eval":   # an evaluation makes no checkpoints: its own evaluation is the point
+        is_evaluation = run.kind == "eval"   # it makes no checkpoints: its own evaluation is the point
+        if is_evaluation:
             summary = "an evaluation run makes no checkpoints; its evaluation is listed below (enter: its tasks)"
         else:
             summary = f"{len(view.checkpoints)} checkpoints   {best_text(view)}{unvalidated_text(view.checkpoints)}"
         self.query_one("#checkpoints-summary", Static).update(f"run {run.id} [b]{run.name}[/b] ({run.kind}): {summary}")
-        scope = "all runs" if self.all_runs else ("this run" if run.kind == "eval" else "this run's checkpoints")
+        scope = "all runs" if self.all_runs else ("this run" if is_evaluation else "this run's checkpoints")
         marked = ", ".join(str(i) for i in self.marked) or "none"
         self.query_one("#evaluations-heading", Static).update(
             f"Evaluations of {scope} ({len(view.evaluations)})  marked: {marked}  "
