@@ -19,8 +19,8 @@ Sets: `small` = the 77 ARC-AGI-1 evaluation tasks whose grids all fit 10x10;
 sets, to choose options on without looking at the evaluation tasks (a fresh per-task
 student never trains across tasks, so these are as unseen as evaluation tasks):
 `dev-small` = the ARC-AGI-1 training tasks whose grids all fit 10x10, `dev` = all 400.
-`--compare WORKSPACE` pairs the run with an earlier bench run: the tasks both solved,
-and those gained and lost. A difference of a few tasks is within the seed-to-seed
+`--compare WORKSPACE` pairs the run with an earlier bench run: the means on the tasks
+both ran, and the tasks gained and lost. A difference of a few tasks is within the seed-to-seed
 spread, so read the lists, not only the means.
 Scores follow the official rule: a test input is solved when one of two attempts equals
 its expected output exactly; a task scores the fraction of its test inputs solved; the
