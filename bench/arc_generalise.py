@@ -10,6 +10,7 @@ input when the demonstrations keep their shape, else zeros of their output shape
     OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-steps 1000 --models 1 --max-tasks 100
     OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set arc1-eval --sample 50 --sample-seed 1
     .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-seconds 20 --workers 2
+    python bench/arc_generalise.py --set arc1-eval --workers 16 --device cuda   # a GPU shared by 16 workers
     .venv/bin/python bench/arc_generalise.py --set arc2-eval --ttt-steps 200
     .venv/bin/python bench/arc_generalise.py --set small --ttt-steps 300 --no-dihedral   # ablations
     OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set dev-small --sample 200 --compare BEFORE_WS
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--ttt-steps", type=int, default=None)
     parser.add_argument("--ttt-seconds", type=float, default=None)
     parser.add_argument("--workers", type=int, default=None, help="default: every core")
+    parser.add_argument("--device", default=None,
+                        help="where the per-task students train: cpu, cuda (default: auto, the GPU where there is one)")
     parser.add_argument("--tta-votes", type=int, default=None,
                         help="colour permutations per dihedral view when voting (default 4)")
     parser.add_argument("--models", type=int, default=None, help="ensemble of per-task students")
@@ -198,7 +201,7 @@ def main() -> None:
                         ("--workers", args.workers), ("--tta-votes", args.tta_votes),
                         ("--models", args.models), ("--colour-head", args.colour_head),
                         ("--changed-weight", args.changed_weight),
-                        ("--checkpoint", args.checkpoint)):
+                        ("--checkpoint", args.checkpoint), ("--device", args.device)):
         if value is not None:
             command += [flag, str(value)]
     command += ["--no-dihedral"] * args.no_dihedral + ["--no-colour-permutations"] * args.no_colour_permutations
@@ -213,6 +216,7 @@ def main() -> None:
     with Store.open_readonly(workspace) as store:
         evaluation = store.evaluations()[-1]
         analysis = failure_analysis(store, evaluation.run_id)
+        device = store.get_run(evaluation.run_id).device
         scores = last_task_scores(store)
     exported = engine("export", "--evaluation", str(evaluation.id), "--format", "submission",
                       workspace=workspace)
@@ -226,7 +230,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {args.set} | {len(tasks)} | {budget or 'default'} | {pass2:.3f} | {pass1:.3f} | {full} | "
           f"{base2:.3f} ({base_full} solved) | {wall / 60:.1f} min |")
-    print(f"\n{analysis}")
+    print(f"\n{analysis}; trained on {device}")
     if args.compare:
         with Store.open_readonly(Path(args.compare)) as earlier:
             print(f"\n{paired_comparison(last_task_scores(earlier), scores)}")

@@ -20,6 +20,18 @@
    training tasks at batch sizes 1, 8, 32: examples/s, tokens per example, peak memory.
    ``--gr00t-only`` runs just this part.
 
+``--learning`` runs only what the learning issue needs from a GPU, in a few minutes:
+8. the standalone/base student's training throughput with PyTorch's fused attention
+   kernels (what scaled_dot_product_attention picks) against the unfused math kernel,
+   same device, batches and bf16 autocast: examples/s and peak memory;
+9. the per-task student (test-time training) on the GPU against one CPU thread: seconds
+   per task, and whether both answer alike;
+10. test-time training through the engine on a random sample of the 400 ARC-AGI-1
+   evaluation tasks with a worker per core sharing the GPU, without and with NVIDIA's
+   Multi-Process Service (MPS: kernels of several processes run at once); the faster
+   set-up is written to ``--choice FILE`` for the full run (bench/arc_generalise.py
+   --set arc1-eval --device cuda).
+
 Prints a summary and writes gpu_check.json (and a screenshot) to --out.
 """
 
@@ -33,6 +45,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -165,6 +179,140 @@ def dashboard_screenshot(workspace: Path, out: Path) -> None:
     print(f"\n== dashboard system screen saved to {out / 'system_screen.svg'} ==")
 
 
+def attention_throughput(batch_sizes=(16, 64), steps=20, max_tokens=2000) -> None:
+    """Training steps of the standalone/base student, with the fused attention kernels
+    that scaled_dot_product_attention picks by default, then with the math kernel alone,
+    on queries of at most ``max_tokens`` tokens (3 demonstrations, as training reads them)."""
+    from contextlib import nullcontext
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from engine.arc import load_dataset
+    from engine.encoding import build_example, collate
+    from engine.losses import task_loss
+    from engine.student import build_student
+
+    print("\n== standalone/base training throughput: fused against unfused attention ==")
+    device = torch.device("cuda")
+    tasks = load_dataset("arc1/train").tasks
+    examples = [build_example(task, "train", i, max_demos=3) for task in tasks for i in range(len(task.train))]
+    examples = [e for e in examples if len(e["tokens"]) <= max_tokens]
+    figures = {}
+    for batch_size in batch_sizes:
+        batch = {key: value.to(device) if torch.is_tensor(value) else value
+                 for key, value in collate(examples[:batch_size]).items()}
+        for label, backends in (("fused", None), ("math", [SDPBackend.MATH])):
+            torch.manual_seed(0)
+            model = build_student("standalone", "base").to(device).train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            key = f"{label}_batch_{batch_size}"
+            try:
+                with sdpa_kernel(backends) if backends else nullcontext():
+                    for step in range(steps + 3):          # 3 warm-up steps
+                        if step == 3:
+                            torch.cuda.synchronize()
+                            start = time.perf_counter()
+                        with torch.autocast("cuda", dtype=torch.bfloat16):
+                            loss = task_loss(model(batch).logits.float(), batch["target"])
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                    torch.cuda.synchronize()
+                figures[key] = {
+                    "examples_per_s": round(steps * batch_size / (time.perf_counter() - start), 1),
+                    "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                    "longest_tokens": int(batch["tokens"].shape[1])}
+            except torch.cuda.OutOfMemoryError:
+                figures[key] = {"examples_per_s": None, "out_of_memory": True,
+                                "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+            print(f"  {label:5s} batch {batch_size:>3}: {figures[key]}")
+            del model, optimizer
+            loss = None
+            torch.cuda.empty_cache()
+        fused, math = figures[f"fused_batch_{batch_size}"], figures[f"math_batch_{batch_size}"]
+        if fused["examples_per_s"] and math["examples_per_s"]:
+            figures[f"speedup_batch_{batch_size}"] = round(fused["examples_per_s"] / math["examples_per_s"], 2)
+            print(f"  batch {batch_size}: fused attention {figures[f'speedup_batch_{batch_size}']}x the math kernel")
+    RESULTS["attention"] = figures
+
+
+def pertask_on_gpu(task_ids=("00576224", "0934a4d8"), steps=300) -> None:
+    """One per-task student per task (one model, ``steps`` steps), on the GPU and on one
+    CPU thread: the time each takes, and whether their attempts agree (float sums differ
+    between devices, so a near tie may go either way)."""
+    import torch
+
+    from engine.arc import load_dataset
+    from engine.pertask import PerTaskSettings, solve_task
+
+    print("\n== per-task student: GPU against one CPU thread ==")
+    torch.set_num_threads(1)
+    tasks = {t.id: t for t in load_dataset("arc1/eval").tasks}
+    figures = {}
+    for task_id in task_ids:
+        task = tasks[task_id]
+        demos, inputs = [(p.input, p.output) for p in task.train], [p.input for p in task.test]
+        answers = {}
+        for device in ("cuda", "cpu"):
+            solve_task(demos[:1], inputs[:1], PerTaskSettings(steps=2, models=1, device=device))  # warm-up
+            solution = solve_task(demos, inputs, PerTaskSettings(steps=steps, models=1, device=device))
+            answers[device] = solution.attempts
+            figures[f"{task_id}_{device}_s"] = round(solution.seconds, 2)
+        figures[f"{task_id}_same_attempts"] = all(
+            np.array_equal(a, b) for gpu, cpu in zip(answers["cuda"], answers["cpu"]) for a, b in zip(gpu, cpu))
+        print(f"  {task_id} ({max(max(p.input.shape + p.output.shape) for p in task.train)} cells wide), "
+              f"{steps} steps: GPU {figures[f'{task_id}_cuda_s']} s, CPU thread {figures[f'{task_id}_cpu_s']} s, "
+              f"same attempts: {figures[f'{task_id}_same_attempts']}")
+    RESULTS["pertask"] = figures
+
+
+SAMPLE_TIMEOUT_S = 120   # a set-up slower than this on the sample could not do the 400 in 10 minutes
+
+
+def ttt_sample(out: Path, sample: int, workers: int, choice: Path) -> None:
+    """Test-time training through the engine on a random sample of the 400 tasks, with
+    ``workers`` worker processes sharing the GPU, without and with MPS."""
+    print(f"\n== test-time training, {sample} random tasks of the 400, {workers} workers ==")
+    bench = Path(__file__).resolve().parent / "arc_generalise.py"
+    figures = {}
+    for setup in ("cuda", "cuda+mps"):
+        mps = setup.endswith("+mps")
+        if mps and subprocess.run("nvidia-cuda-mps-control -d", shell=True).returncode != 0:
+            figures[setup] = "MPS did not start"
+            print(f"  {setup}: MPS did not start")
+            continue
+        try:
+            start = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, str(bench), "--set", "arc1-eval", "--sample", str(sample), "--sample-seed", "7",
+                 "--workers", str(workers), "--device", setup.split("+")[0],
+                 "--workspace", tempfile.mkdtemp(prefix=f"ttt-{setup}-")],
+                capture_output=True, text=True, timeout=SAMPLE_TIMEOUT_S)
+            wall = time.perf_counter() - start
+            row = next((line for line in result.stdout.splitlines() if line.startswith("| arc1-eval")), None)
+            figures[setup] = {"wall_s": round(wall, 1), "exit": result.returncode, "row": row,
+                              "tail": (result.stdout + result.stderr)[-600:] if result.returncode else ""}
+        except subprocess.TimeoutExpired:
+            figures[setup] = {"wall_s": None, "exit": f"timed out after {SAMPLE_TIMEOUT_S} s"}
+            # The bench is gone but its engine and workers are not: stop them before the next set-up.
+            subprocess.run(["pkill", "-TERM", "-f", "-m engine eval"])
+            time.sleep(5)
+            subprocess.run(["pkill", "-KILL", "-f", "multiprocessing.spawn"])
+        finally:
+            if mps:
+                subprocess.run("echo quit | nvidia-cuda-mps-control", shell=True)
+        print(f"  {setup}: {figures[setup]}")
+    timed = {k: v["wall_s"] for k, v in figures.items() if isinstance(v, dict) and v.get("exit") == 0}
+    best = min(timed, key=timed.get) if timed else "cpu"   # no GPU set-up finished in time
+    figures["fastest"] = best
+    choice.write_text(best)
+    print(f"  fastest: {best} (written to {choice})")
+    RESULTS["ttt_sample"] = figures
+
+
 GR00T_BATCH_SIZES = (1, 8, 32)
 GR00T_TESTS = Path(__file__).resolve().parents[1] / "tests" / "gr00t"
 
@@ -230,6 +378,12 @@ def main() -> None:
     parser.add_argument("--workspace", default=None)
     parser.add_argument("--gr00t-only", action="store_true",
                         help="only the full-size GR00T N1.5 extraction (part 7)")
+    parser.add_argument("--learning", action="store_true",
+                        help="only the learning issue's parts (8-10): attention throughput, the per-task "
+                             "student on the GPU, test-time training on a sample of tasks")
+    parser.add_argument("--sample", type=int, default=48, help="--learning: tasks in the sample")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="--learning: worker processes")
+    parser.add_argument("--choice", default="/tmp/sage_ttt_choice", help="--learning: where the fastest set-up goes")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,6 +400,16 @@ def main() -> None:
     if args.gr00t_only:
         gr00t_full_size(workspace)
         write_results(out)
+        return
+    if args.learning:
+        for part, call in (("attention", attention_throughput), ("pertask", pertask_on_gpu),
+                           ("ttt_sample", lambda: ttt_sample(out, args.sample, args.workers, Path(args.choice)))):
+            try:
+                call()
+            except Exception as exc:  # one part failing must not cost the others' figures
+                RESULTS[part] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"{part} failed: {type(exc).__name__}: {exc}")
+            write_results(out)
         return
 
     start = time.perf_counter()

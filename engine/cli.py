@@ -121,6 +121,9 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
     evaluate.add_argument("--no-colour-permutations", action="store_true",
                           help="test-time training without recolouring (an ablation)")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default=None,
+                          help="auto, cpu, cuda or cuda:N (default: auto, the GPU where there is one; "
+                               "a checkpoint's own run's device)")
     _detach_arg(evaluate)
 
     export = commands.add_parser("export", help="export an evaluation or a run's metrics")
@@ -318,14 +321,14 @@ def cmd_eval(args: argparse.Namespace, store: Store) -> int:
              "seed": args.seed, "ttt_dihedral": not args.no_dihedral,
              "ttt_colours": not args.no_colour_permutations, "ttt_models": args.models,
              "ttt_colour_head": args.colour_head or 0, "ttt_changed_weight": args.changed_weight,
-             "tta_votes": args.tta_votes, "device": "cpu"}
+             "tta_votes": args.tta_votes, "device": args.device or "auto"}
     if args.checkpoint is None:   # test-time training of a fresh per-task student per task
         name = f"ttt-{dataset if dataset.startswith('arc') else Path(dataset).name}"
     else:
         checkpoint = store.get_checkpoint(args.checkpoint)
         source = store.get_run(checkpoint.run_id)
         given.update(checkpoint_id=checkpoint.id, source_run_id=source.id,
-                     device=source.config.get("device", "auto"))
+                     device=args.device or source.config.get("device", "auto"))
         if args.tta_votes is None and not (args.ttt_steps or args.ttt_seconds):
             given["tta_votes"] = source.config.get("tta_votes", 0)
         name = f"eval-{source.name}-step{checkpoint.step}" + (

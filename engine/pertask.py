@@ -56,6 +56,7 @@ class PerTaskSettings:
     feature_dropout: float = 0.0     # chance a feature block is hidden from a training sample
     changed_weight: float = 1.0      # loss weight of output cells whose colour differs from the input's
     seed: int = 0
+    device: str = "cpu"              # where the network trains and predicts ("cuda:0" on a GPU)
 
 
 class _Block(nn.Module):
@@ -189,7 +190,8 @@ class _TrainingSet:
     """Every demonstration under every dihedral transform, as padded tensors; colour
     permutations are applied per batch as a channel gather."""
 
-    def __init__(self, demos: list[tuple[Grid, Grid]], shapes: ShapeModel, views: list[int]):
+    def __init__(self, demos: list[tuple[Grid, Grid]], shapes: ShapeModel, views: list[int],
+                 device: torch.device):
         features, targets = [], []
         for inp, out in demos:
             for k in views:
@@ -198,20 +200,21 @@ class _TrainingSet:
                 targets.append(t_out.astype(np.int64))
         height = max(t.shape[0] for t in targets)
         width = max(t.shape[1] for t in targets)
-        self.features = torch.from_numpy(_pad(features, height, width, 0.0))
-        self.targets = torch.from_numpy(_pad(targets, height, width, IGNORE))
+        self.features = torch.from_numpy(_pad(features, height, width, 0.0)).to(device)
+        self.targets = torch.from_numpy(_pad(targets, height, width, IGNORE)).to(device)
+        self.device = device
         self.size = len(targets)
         self.cells = height * width
 
     def batch(self, rng: np.random.Generator, batch_size: int, fixed: list[int],
               permute: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.from_numpy(rng.integers(self.size, size=batch_size))
+        index = torch.from_numpy(rng.integers(self.size, size=batch_size)).to(self.device)
         features, targets = self.features[index], self.targets[index]
         if permute:
             perms = [_random_permutation(rng, fixed) for _ in range(batch_size)]
-            channels = torch.from_numpy(np.stack([colour_channel_index(p) for p in perms]))
+            channels = torch.from_numpy(np.stack([colour_channel_index(p) for p in perms])).to(self.device)
             features = torch.gather(features, 1, channels[:, :, None, None].expand_as(features))
-            lookup = torch.from_numpy(np.stack(perms)).long()
+            lookup = torch.from_numpy(np.stack(perms)).long().to(self.device)
             known = targets != IGNORE
             recoloured = torch.gather(lookup, 1, targets.clamp(min=0).flatten(1)).view_as(targets)
             targets = torch.where(known, recoloured, targets)
@@ -233,7 +236,8 @@ def block_norms(weight: torch.Tensor) -> torch.Tensor:
     """The norm of each feature block's input weights [blocks]: a penalty on their sum
     (a group lasso) drives whole blocks to zero, so the task is explained by few of them."""
     squares = weight.flatten(1).pow(2).sum(0)
-    sums = torch.zeros(len(LAYOUT.blocks)).index_add_(0, BLOCK_OF_CHANNEL, squares)
+    sums = torch.zeros(len(LAYOUT.blocks), device=weight.device).index_add_(
+        0, BLOCK_OF_CHANNEL.to(weight.device), squares)
     return (sums + 1e-12).sqrt()
 
 
@@ -272,7 +276,8 @@ def train_on_demos(net: PerTaskNet, demos: list[tuple[Grid, Grid]], shapes: Shap
                    settings: PerTaskSettings, fixed: list[int], rng: np.random.Generator,
                    should_stop=None) -> list[float]:
     """Fit ``net`` to the demonstrations under augmentation; returns the loss per step."""
-    data = _TrainingSet(demos, shapes, _views(settings))
+    device = next(net.parameters()).device
+    data = _TrainingSet(demos, shapes, _views(settings), device)
     batch_size = max(4, settings.cells_per_step // data.cells)
     # The copy path learns ten times faster and without decay: when one alignment explains
     # the demonstrations, it wins before the convolutions can memorise them.
@@ -282,7 +287,7 @@ def train_on_demos(net: PerTaskNet, demos: list[tuple[Grid, Grid]], shapes: Shap
                                    {"params": copy, "lr_scale": COPY_LR_SCALE, "weight_decay": 0.0}],
                                   lr=settings.lr)
     started = time.perf_counter()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []   # read once at the end: reading each step would wait for a GPU
     net.train()
     for step in range(settings.steps):
         # Progress through the budget, by steps or by time, whichever runs out first.
@@ -296,7 +301,7 @@ def train_on_demos(net: PerTaskNet, demos: list[tuple[Grid, Grid]], shapes: Shap
         features, targets = data.batch(rng, batch_size, fixed, settings.colour_permutations)
         if settings.feature_dropout:
             hidden = torch.from_numpy(rng.random((batch_size, len(LAYOUT.blocks))) < settings.feature_dropout)
-            features = features * ~hidden[:, BLOCK_OF_CHANNEL, None, None]
+            features = features * ~hidden[:, BLOCK_OF_CHANNEL, None, None].to(device)
         logits = net(features, targets != IGNORE)
         loss = cell_loss(logits, features, targets, settings.changed_weight)
         if settings.group_sparsity:
@@ -304,9 +309,9 @@ def train_on_demos(net: PerTaskNet, demos: list[tuple[Grid, Grid]], shapes: Shap
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
     net.eval()
-    return losses
+    return torch.stack(losses).tolist() if losses else []
 
 
 @torch.no_grad()
@@ -319,16 +324,19 @@ def _predict_views(net: PerTaskNet, shapes: ShapeModel, grid: Grid, output_shape
     perms = [np.arange(COLOURS)]
     if settings.colour_permutations:
         perms += [_random_permutation(rng, fixed) for _ in range(settings.vote_permutations - 1)]
+    device = next(net.parameters()).device
     for k in _views(settings):
         base = torch.from_numpy(_features(shapes, dihedral(grid, k), _transformed_shape(output_shape, k), k))
-        for perm in perms:
-            features = base[torch.from_numpy(colour_channel_index(perm))][None]
-            mask = torch.ones((1, *features.shape[-2:]), dtype=torch.bool)
-            log_probs = F.log_softmax(net(features, mask)[0], dim=0)
-            confidence, cells = log_probs.max(0)
+        # Every colour permutation of this view in one batch: one pass through the network.
+        channels = torch.from_numpy(np.stack([colour_channel_index(perm) for perm in perms]))
+        features = base[channels].to(device)
+        mask = torch.ones((len(perms), *features.shape[-2:]), dtype=torch.bool, device=device)
+        confidence, cells = F.log_softmax(net(features, mask), dim=1).max(1)
+        confidence, cells = confidence.mean((1, 2)).cpu().tolist(), cells.cpu().numpy()
+        for perm, perm_cells, perm_confidence in zip(perms, cells, confidence):
             inverse = np.argsort(perm)
-            grid_back = inverse_dihedral(inverse[cells.numpy()].astype(np.uint8), k)
-            results.append((grid_back, float(confidence.mean())))
+            grid_back = inverse_dihedral(inverse[perm_cells].astype(np.uint8), k)
+            results.append((grid_back, perm_confidence))
     # Each model casts one vote in all, spread over its views: a model whose views agree
     # puts its whole vote on one grid.
     return [(grid_back, confidence, 1.0 / len(results)) for grid_back, confidence in results]
@@ -369,8 +377,9 @@ def _two_attempts(views: list[tuple[Grid, float, float]], other_shape_views: lis
 
 @torch.no_grad()
 def _second_choice(net, shapes: ShapeModel, grid: Grid, first: Grid) -> Grid:
-    features = torch.from_numpy(_features(shapes, grid, first.shape))[None]
-    logits = net(features, torch.ones((1, *first.shape), dtype=torch.bool))[0]
+    device = next(net.parameters()).device
+    features = torch.from_numpy(_features(shapes, grid, first.shape))[None].to(device)
+    logits = net(features, torch.ones((1, *first.shape), dtype=torch.bool, device=device))[0].cpu()
     top2 = logits.topk(2, dim=0)
     margin = (top2.values[0] - top2.values[1]).numpy()
     r, c = np.unravel_index(int(np.argmin(margin)), margin.shape)
@@ -384,9 +393,11 @@ def _second_choice(net, shapes: ShapeModel, grid: Grid, first: Grid) -> Grid:
 @torch.no_grad()
 def demo_exact_share(net: PerTaskNet, demos, shapes: ShapeModel) -> float:
     hits = 0
+    device = next(net.parameters()).device
     for inp, out in demos:
-        features = torch.from_numpy(_features(shapes, inp, out.shape))[None]
-        cells = net(features, torch.ones((1, *out.shape), dtype=torch.bool))[0].argmax(0).numpy()
+        features = torch.from_numpy(_features(shapes, inp, out.shape))[None].to(device)
+        mask = torch.ones((1, *out.shape), dtype=torch.bool, device=device)
+        cells = net(features, mask)[0].argmax(0).cpu().numpy()
         hits += bool(np.array_equal(cells, out))
     return hits / len(demos)
 
@@ -427,7 +438,7 @@ def solve_task(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid],
     losses: list[float] = []
     first_net = None
     for variant in model_variants(settings):
-        net = build_network(variant, init_state)
+        net = build_network(variant, init_state).to(settings.device)
         losses += train_on_demos(net, demos, shapes, variant, fixed, rng, should_stop)
         first_net = first_net or net
         for grid, pooled, other in zip(test_inputs, views, other_shape_views):

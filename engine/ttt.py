@@ -135,8 +135,14 @@ def available_cores() -> int:
 
 
 def ttt_job(ctx: RunContext) -> str:
+    from engine.predict import pick_device
+
     config = ctx.config
-    settings = ttt_settings(config)
+    # Resolved here, once: a missing GPU fails the run before any task starts, and the run
+    # shows the device used. Every worker then trains its tasks there (they share one GPU).
+    device = pick_device(config.get("device") or "auto")
+    ctx.store.update_run(ctx.run_id, device=str(device))
+    settings = replace(ttt_settings(config), device=str(device))
     dataset = load_dataset(config.get("dataset") or "arc1/eval")
     for problem in dataset.problems:
         ctx.event("bad_task", f"skipped task {problem}")
@@ -157,7 +163,7 @@ def ttt_job(ctx: RunContext) -> str:
     workers = max(1, min(int(config.get("workers") or available_cores()), len(pending) or 1))
     ctx.event("eval", f"test-time training on {len(tasks)} tasks of {dataset.name} "
                       f"({len(done)} already done), {_describe(start, settings)}, "
-                      f"{workers} worker process(es)", {"evaluation_id": evaluation_id})
+                      f"{workers} worker process(es) on {device}", {"evaluation_id": evaluation_id})
     by_id = {t.id: t for t in tasks}
     started = time.perf_counter()
     count = len(done)

@@ -42,8 +42,10 @@ def adapt_and_answer(start: dict, demos, test_inputs, should_stop) -> FinetuneSo
     settings = start["settings"]
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
+    device = torch.device(settings.device)
     model = build_from_spec(start["student"])
     model.load_state_dict(start["state"])
+    model.to(device)
     max_demos = start["train_config"].get("max_demos")
     task = ArcTask("task", tuple(Pair(np.asarray(i), np.asarray(o)) for i, o in demos),
                    tuple(Pair(np.asarray(i), None) for i in test_inputs))
@@ -52,8 +54,7 @@ def adapt_and_answer(start: dict, demos, test_inputs, should_stop) -> FinetuneSo
         return ((settings.seconds is not None and time.perf_counter() - started > settings.seconds)
                 or should_stop())
 
-    losses = fine_tune(model, task, start["train_config"], settings.steps, rng, out_of_time)
-    device = torch.device("cpu")
+    losses = fine_tune(model, task, start["train_config"], settings.steps, rng, out_of_time, device)
     fitted = predict_grids(model, [(task, "train", i) for i in range(len(task.train))], max_demos, device)
     demo_exact = float(np.mean([np.array_equal(g, p.output) for g, p in zip(fitted, task.train)]))
     views = [(0, np.arange(10, dtype=np.uint8))] + [
@@ -73,12 +74,13 @@ def adapt_and_answer(start: dict, demos, test_inputs, should_stop) -> FinetuneSo
 
 
 def fine_tune(model, task: ArcTask, train_config: dict, steps: int, rng: np.random.Generator,
-              out_of_time) -> list[float]:
+              out_of_time, device: torch.device = torch.device("cpu")) -> list[float]:
     """Fine-tune ``model`` on the task's leave-one-out queries, augmented as its training
     run was, for ``steps`` steps or until ``out_of_time()``; the loss of each step."""
     max_demos = train_config.get("max_demos")
     max_shift = train_config.get("augment_translate", 0)
     model.add_task(task.id)   # before the optimizer is made, so it trains the task's row
+    model.to(device)          # the task's new row too
     optimizer = torch.optim.AdamW(model.parameters(), lr=FINETUNE_LR, weight_decay=0.0)
     losses: list[float] = []
     model.train()
@@ -91,7 +93,8 @@ def fine_tune(model, task: ArcTask, train_config: dict, steps: int, rng: np.rand
             if max_shift:
                 view = random_translation(view, "train", max_shift, rng)
             examples.append(build_example(view, "train", index, max_demos))
-        batch = collate(examples)
+        batch = {key: value.to(device) if torch.is_tensor(value) else value
+                 for key, value in collate(examples).items()}
         loss = task_loss(model(batch).logits, batch["target"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

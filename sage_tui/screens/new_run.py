@@ -51,7 +51,7 @@ ENGINE_FIELDS = {"teacher_options": "teacher_folder", "model_path": "teacher_fol
 TRAIN_ONLY = ("student", "preset", "epochs", "lr", "w_task", "w_mse", "w_cosine", "seed", *RECIPE_FIELDS)
 EXTRACT_ONLY = ("teacher", "teacher_folder")
 EVAL_ONLY = EVAL_FIELDS
-NOT_EVAL = ("features", "batch_size", "device", "gpus")
+NOT_EVAL = ("features", "batch_size", "gpus")
 
 
 @dataclass
@@ -103,11 +103,11 @@ def validate_form(values: dict[str, str], workspace: Path, base: dict | None = N
         dataset = str(Path(text).expanduser().resolve())
 
     max_tasks = _parse(schema["max_tasks"], values["max_tasks"], errors)
-    if kind == "eval":
-        config = {key: _parse(schema[key], values[key], errors) for key in EVAL_FIELDS}
-        config.update(dataset=dataset, max_tasks=max_tasks, checkpoint_id=None, device="cpu")
-        return _checked(kind, name, {**(base or {}), **config}, 1, errors, schema)
     device = _parse(schema["device"], values["device"], errors) or "auto"
+    if kind == "eval":   # the per-task students train on the GPU where there is one (auto)
+        config = {key: _parse(schema[key], values[key], errors) for key in EVAL_FIELDS}
+        config.update(dataset=dataset, max_tasks=max_tasks, checkpoint_id=None, device=device)
+        return _checked(kind, name, {**(base or {}), **config}, 1, errors, schema)
     gpus = _parse(settings.GPUS, values["gpus"], errors) or 1
     if gpus > 1 and device == "cpu":
         errors["gpus"] = "several GPUs need device auto or cuda"

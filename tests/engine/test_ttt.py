@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from db.store import Store
 from engine.arc import load_dataset
@@ -60,6 +61,19 @@ def test_every_task_is_scored_and_stored(workspace, tmp_path):
         assert p.correct_1 == (p.attempt_1 == expected)
     assert losses.steps == [1, 2, 3]
     assert evaluation.summary["n_tasks_planned"] == 3
+    assert run.device == ("cuda:0" if torch.cuda.is_available() else "cpu")   # "auto", resolved
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_gpu_asked_for_where_there_is_none_fails_the_run_saying_what_to_do(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks", count=1)
+    with Store.open(workspace) as store:
+        run = store.create_run("ttt", "eval", ttt_config(folder, device="cuda"))
+    assert run_job(workspace, run.id, eval_job) != 0
+    with Store.open_readonly(workspace) as store:
+        failed = store.get_run(run.id)
+        assert store.evaluation_of_run(run.id) is None   # no task started
+    assert failed.status == "failed" and "use device=cpu or auto" in failed.message
 
 
 def test_test_outputs_never_reach_the_student(workspace, tmp_path):

@@ -229,6 +229,7 @@ async def test_an_evaluation_with_test_time_training_starts_from_the_form(worksp
         await pilot.pause()
         assert form.query_one("#dataset", Select).value == "arc1/eval"   # the kind's own default
         assert form.query_one("#row-ttt_steps").display and not form.query_one("#row-student").display
+        assert form.query_one("#row-device").display   # the per-task students may train on a GPU
         form.query_one("#dataset", Select).value = "folder"
         await pilot.pause()
         form.query_one("#dataset_folder", Input).value = str(folder)
@@ -250,6 +251,7 @@ async def test_an_evaluation_with_test_time_training_starts_from_the_form(worksp
         time.sleep(0.5)
     run = finished()
     assert run is not None and run.kind == "eval" and run.config["ttt_steps"] == 4 and run.config["ttt_models"] == 1
+    assert run.config["device"] == "auto" and run.device in ("cpu", "cuda:0")   # what was used, not "auto"
     with Store.open_readonly(workspace) as store:
         evaluation = store.get_evaluation(store.evaluation_of_run(run.id))
     assert evaluation.n_tasks == 2 and evaluation.checkpoint_id is None
