@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -127,6 +128,12 @@ def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) ->
             "train_config": state["config"], "settings": settings}
 
 
+def mps_running() -> bool:
+    """Whether NVIDIA's Multi-Process Service is up: its control pipe exists."""
+    pipes = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")
+    return (pipes / "control").exists()
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -164,6 +171,10 @@ def ttt_job(ctx: RunContext) -> str:
     ctx.event("eval", f"test-time training on {len(tasks)} tasks of {dataset.name} "
                       f"({len(done)} already done), {_describe(start, settings)}, "
                       f"{workers} worker process(es) on {device}", {"evaluation_id": evaluation_id})
+    if device.type == "cuda" and workers > 1 and not mps_running():
+        ctx.event("warning", f"{workers} worker processes share the GPU one at a time: start NVIDIA's "
+                          "Multi-Process Service (nvidia-cuda-mps-control -d) before the evaluation so "
+                          "their kernels run at once (32 tasks on an H100: 40 s with it, 75 s without)")
     by_id = {t.id: t for t in tasks}
     started = time.perf_counter()
     count = len(done)

@@ -199,3 +199,13 @@ def test_a_student_that_reads_demonstrations_is_fine_tuned_per_task(workspace, t
     assert all(p.attempt_1 != p.attempt_2 for p in predictions)
     assert len(losses.values) == 2 and all(v == v for v in losses.values)
     assert "baseline_pass2" in evaluation.summary    # the same summary as any evaluation
+
+
+def test_mps_is_seen_running_by_its_control_pipe(tmp_path, monkeypatch):
+    """Workers sharing a GPU get a warning to start MPS unless its control pipe exists."""
+    from engine.ttt import mps_running
+
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert not mps_running()
+    (tmp_path / "control").touch()
+    assert mps_running()
