@@ -155,6 +155,8 @@ def main() -> None:
     parser.add_argument("--colour-head", type=int, default=None, help="colour-equivariant head width")
     parser.add_argument("--changed-weight", type=float, default=None,
                         help="loss weight of cells that differ from the input cell (default 1)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="per-task student training arithmetic (default fp32)")
     parser.add_argument("--no-dihedral", action="store_true", help="ablation: no dihedral transforms")
     parser.add_argument("--no-colour-permutations", action="store_true", help="ablation: no recolouring")
     parser.add_argument("--checkpoint", type=int, default=None,
@@ -200,7 +202,7 @@ def main() -> None:
                         ("--ttt-steps", args.ttt_steps), ("--ttt-seconds", args.ttt_seconds),
                         ("--workers", args.workers), ("--tta-votes", args.tta_votes),
                         ("--models", args.models), ("--colour-head", args.colour_head),
-                        ("--changed-weight", args.changed_weight),
+                        ("--changed-weight", args.changed_weight), ("--precision", args.precision),
                         ("--checkpoint", args.checkpoint), ("--device", args.device)):
         if value is not None:
             command += [flag, str(value)]

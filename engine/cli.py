@@ -116,6 +116,9 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
     evaluate.add_argument("--changed-weight", type=float, default=1.0,
                           help="per-task student: loss weight of the output cells whose colour differs from "
                                "the input cell's (default 1: every cell alike)")
+    evaluate.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                          help="per-task student: training arithmetic (bf16: faster on a CPU with native "
+                               "bf16, AVX512-BF16 or AMX; default fp32)")
     evaluate.add_argument("--no-dihedral", action="store_true",
                           help="test-time training without the 8 dihedral transforms (an ablation)")
     evaluate.add_argument("--no-colour-permutations", action="store_true",
@@ -321,6 +324,7 @@ def cmd_eval(args: argparse.Namespace, store: Store) -> int:
              "seed": args.seed, "ttt_dihedral": not args.no_dihedral,
              "ttt_colours": not args.no_colour_permutations, "ttt_models": args.models,
              "ttt_colour_head": args.colour_head or 0, "ttt_changed_weight": args.changed_weight,
+             "ttt_precision": args.precision,
              "tta_votes": args.tta_votes, "device": args.device or "auto"}
     if args.checkpoint is None:   # test-time training of a fresh per-task student per task
         name = f"ttt-{dataset if dataset.startswith('arc') else Path(dataset).name}"

@@ -55,6 +55,7 @@ class PerTaskSettings:
     group_sparsity: float = 0.01     # penalty on each feature block's input weights (few blocks)
     feature_dropout: float = 0.0     # chance a feature block is hidden from a training sample
     changed_weight: float = 1.0      # loss weight of output cells whose colour differs from the input's
+    bf16: bool = False               # train with bf16 arithmetic (autocast); predictions stay fp32
     seed: int = 0
     device: str = "cpu"              # where the network trains and predicts ("cuda:0" on a GPU)
 
@@ -302,8 +303,9 @@ def train_on_demos(net: PerTaskNet, demos: list[tuple[Grid, Grid]], shapes: Shap
         if settings.feature_dropout:
             hidden = torch.from_numpy(rng.random((batch_size, len(LAYOUT.blocks))) < settings.feature_dropout)
             features = features * ~hidden[:, BLOCK_OF_CHANNEL, None, None].to(device)
-        logits = net(features, targets != IGNORE)
-        loss = cell_loss(logits, features, targets, settings.changed_weight)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.bf16):
+            logits = net(features, targets != IGNORE)
+        loss = cell_loss(logits.float(), features, targets, settings.changed_weight)
         if settings.group_sparsity:
             loss = loss + settings.group_sparsity * block_norms(net.embed.weight).sum()
         optimizer.zero_grad(set_to_none=True)

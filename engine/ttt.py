@@ -101,7 +101,8 @@ def ttt_settings(config: dict) -> PerTaskSettings:
                            colour_permutations=bool(config.get("ttt_colours", True)),
                            models=int(config.get("ttt_models") or TTT_DEFAULT_MODELS),
                            colour_head=int(config.get("ttt_colour_head") or 0),
-                           changed_weight=float(config.get("ttt_changed_weight") or 1.0))
+                           changed_weight=float(config.get("ttt_changed_weight") or 1.0),
+                           bf16=config.get("ttt_precision") == "bf16")
 
 
 def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) -> dict:
@@ -231,6 +232,8 @@ def _describe(start: dict, settings: PerTaskSettings) -> str:
         origin += f" with a colour-equivariant head ({settings.colour_head} wide)"
     if start["kind"] != "grid-student" and settings.changed_weight != 1:
         origin += f", cells that differ from the input weighing {settings.changed_weight:g}x"
+    if start["kind"] != "grid-student" and settings.bf16:
+        origin += ", trained in bf16"
     budget = " and ".join(part for part in (
         f"{settings.steps} steps" if settings.steps < 100_000 else "",
         f"{settings.seconds:g} s" if settings.seconds else "") if part)

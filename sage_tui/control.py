@@ -103,7 +103,7 @@ EVAL_FLAGS = {"checkpoint_id": "--checkpoint", "dataset": "--dataset", "max_task
               "max_grid": "--max-grid", "tta_votes": "--tta-votes", "ttt_steps": "--ttt-steps",
               "ttt_seconds": "--ttt-seconds", "ttt_models": "--models",
               "ttt_colour_head": "--colour-head", "ttt_changed_weight": "--changed-weight",
-              "workers": "--workers"}
+              "ttt_precision": "--precision", "workers": "--workers", "device": "--device"}
 
 
 def evaluate_checkpoint(workspace: Path, checkpoint_id: int | None, dataset: str | None = None,

@@ -105,6 +105,15 @@ def test_the_changed_cell_weight_reaches_the_student_and_the_summary(workspace, 
     assert weighted[4].values != plain[4].values     # another loss trained the student
 
 
+def test_bf16_training_reaches_the_student_and_the_summary(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks")
+    plain = evaluate(workspace, ttt_config(folder))
+    bf16 = evaluate(workspace, ttt_config(folder, ttt_precision="bf16"))
+    assert bf16[0] == 0 and "trained in bf16" in bf16[2].summary["test_time_training"]
+    assert "bf16" not in plain[2].summary["test_time_training"]
+    assert bf16[4].values != plain[4].values     # other arithmetic, other losses
+
+
 def test_a_stopped_evaluation_resumes_at_the_next_unfinished_task(workspace, tmp_path):
     folder = write_tasks(tmp_path / "tasks", count=4)
     with Store.open(workspace) as store:
