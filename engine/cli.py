@@ -16,7 +16,7 @@ from pathlib import Path
 
 from db import lifecycle
 from db.processes import effective_status, launch_engine, record_engine_process, signal_engine
-from db.settings import TTT_DEFAULT_MODELS, TTT_DEFAULT_STEPS
+from db.settings import EVAL, TTT_DEFAULT_MODELS, TTT_DEFAULT_STEPS, TTT_PRECISIONS
 from db.store import Store, WorkspaceError, WorkspaceReadOnly, db_path
 from db.workspace import resolve_workspace
 from engine.config import ConfigError, TrainConfig, load_config_file, parse_overrides, parse_settings
@@ -116,9 +116,9 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
     evaluate.add_argument("--changed-weight", type=float, default=1.0,
                           help="per-task student: loss weight of the output cells whose colour differs from "
                                "the input cell's (default 1: every cell alike)")
-    evaluate.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    evaluate.add_argument("--precision", choices=TTT_PRECISIONS, default=EVAL["ttt_precision"].default,
                           help="per-task student: training arithmetic (bf16: faster on a CPU with native "
-                               "bf16, AVX512-BF16 or AMX; default fp32)")
+                               "bf16, AVX512-BF16 or AMX; default auto: bf16 on such a CPU, else fp32)")
     evaluate.add_argument("--no-dihedral", action="store_true",
                           help="test-time training without the 8 dihedral transforms (an ablation)")
     evaluate.add_argument("--no-colour-permutations", action="store_true",

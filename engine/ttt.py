@@ -101,8 +101,25 @@ def ttt_settings(config: dict) -> PerTaskSettings:
                            colour_permutations=bool(config.get("ttt_colours", True)),
                            models=int(config.get("ttt_models") or TTT_DEFAULT_MODELS),
                            colour_head=int(config.get("ttt_colour_head") or 0),
-                           changed_weight=float(config.get("ttt_changed_weight") or 1.0),
-                           bf16=config.get("ttt_precision") == "bf16")
+                           changed_weight=float(config.get("ttt_changed_weight") or 1.0))
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Elsewhere bf16 on the
+    CPU is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str | None, device) -> bool:
+    """Whether the per-task students train in bf16. ``auto``: on a CPU with native bf16
+    only; on a GPU the per-task students are too small for bf16 to pay for its casts."""
+    if precision == "auto":
+        return device.type == "cpu" and native_bf16_cpu()
+    return precision == "bf16"
 
 
 def _starting_point(ctx: RunContext, config: dict, settings: PerTaskSettings) -> dict:
@@ -150,7 +167,8 @@ def ttt_job(ctx: RunContext) -> str:
     # shows the device used. Every worker then trains its tasks there (they share one GPU).
     device = pick_device(config.get("device") or "auto")
     ctx.store.update_run(ctx.run_id, device=str(device))
-    settings = replace(ttt_settings(config), device=str(device))
+    settings = replace(ttt_settings(config), device=str(device),
+                       bf16=resolve_precision(config.get("ttt_precision"), device))
     dataset = load_dataset(config.get("dataset") or "arc1/eval")
     for problem in dataset.problems:
         ctx.event("bad_task", f"skipped task {problem}")

@@ -107,7 +107,7 @@ def test_the_changed_cell_weight_reaches_the_student_and_the_summary(workspace, 
 
 def test_bf16_training_reaches_the_student_and_the_summary(workspace, tmp_path):
     folder = write_tasks(tmp_path / "tasks")
-    plain = evaluate(workspace, ttt_config(folder))
+    plain = evaluate(workspace, ttt_config(folder, ttt_precision="fp32"))
     bf16 = evaluate(workspace, ttt_config(folder, ttt_precision="bf16"))
     assert bf16[0] == 0 and "trained in bf16" in bf16[2].summary["test_time_training"]
     assert "bf16" not in plain[2].summary["test_time_training"]
@@ -218,3 +218,13 @@ def test_mps_is_seen_running_by_its_control_pipe(tmp_path, monkeypatch):
     assert not mps_running()
     (tmp_path / "control").touch()
     assert mps_running()
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively():
+    from engine.ttt import native_bf16_cpu, resolve_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert resolve_precision("auto", cpu) == native_bf16_cpu()
+    assert resolve_precision("auto", gpu) is False       # tiny networks: casts cost more than they save
+    assert resolve_precision("bf16", gpu) is True and resolve_precision("fp32", cpu) is False
+    assert resolve_precision(None, cpu) is False           # runs made before the setting existed
