@@ -272,7 +272,7 @@ def pertask_on_gpu(task_ids=("00576224", "0934a4d8"), steps=300) -> None:
 SAMPLE_TIMEOUT_S = 120   # a set-up slower than this on the sample could not do the 400 in 10 minutes
 
 
-def ttt_sample(out: Path, sample: int, workers: int, choice: Path) -> None:
+def ttt_sample(sample: int, workers: int, choice: Path) -> None:
     """Test-time training through the engine on a random sample of the 400 tasks, with
     ``workers`` worker processes sharing the GPU, without and with MPS."""
     print(f"\n== test-time training, {sample} random tasks of the 400, {workers} workers ==")
@@ -403,7 +403,7 @@ def main() -> None:
         return
     if args.learning:
         for part, call in (("attention", attention_throughput), ("pertask", pertask_on_gpu),
-                           ("ttt_sample", lambda: ttt_sample(out, args.sample, args.workers, Path(args.choice)))):
+                           ("ttt_sample", lambda: ttt_sample(args.sample, args.workers, Path(args.choice)))):
             try:
                 call()
             except Exception as exc:  # one part failing must not cost the others' figures
