@@ -189,7 +189,7 @@ def attention_throughput(batch_sizes=(16, 64), steps=20, max_tokens=2000) -> Non
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from engine.arc import load_dataset
-    from engine.encoding import build_example, collate
+    from engine.encoding import batch_to, build_example, collate
     from engine.losses import task_loss
     from engine.student import build_student
 
@@ -200,8 +200,7 @@ def attention_throughput(batch_sizes=(16, 64), steps=20, max_tokens=2000) -> Non
     examples = [e for e in examples if len(e["tokens"]) <= max_tokens]
     figures = {}
     for batch_size in batch_sizes:
-        batch = {key: value.to(device) if torch.is_tensor(value) else value
-                 for key, value in collate(examples[:batch_size]).items()}
+        batch = batch_to(collate(examples[:batch_size]), device)
         for label, backends in (("fused", None), ("math", [SDPBackend.MATH])):
             torch.manual_seed(0)
             model = build_student("standalone", "base").to(device).train()

@@ -119,3 +119,11 @@ def collate(examples: list[dict], teacher: dict | None = None) -> dict:
         batch["teacher_features"] = torch.as_tensor(teacher["teacher_features"])
         batch["teacher_mask"] = torch.as_tensor(teacher["teacher_mask"], dtype=torch.bool)
     return batch
+
+
+def batch_to(batch: dict, device, non_blocking: bool = False) -> dict:
+    """A collated batch with its tensors on ``device`` (other entries, such as task ids, as they are)."""
+    import torch
+
+    return {key: value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
+            for key, value in batch.items()}

@@ -14,7 +14,7 @@ import torch
 
 from engine.arc import ArcTask, example_id
 from engine.augment import augment_task, random_colour_permutation, undo_prediction, vote
-from engine.encoding import build_example, collate, decode_prediction
+from engine.encoding import batch_to, build_example, collate, decode_prediction
 from engine.scoring import EvalResult, TestPrediction, grids_equal
 
 __all__ = ["EvalResult", "TestPrediction", "evaluate_queries", "pick_device", "predict_grids"]
@@ -80,7 +80,7 @@ def predict_grid_pairs(model, queries: list[tuple[ArcTask, str, int]], max_demos
             feats, mask = features.batch([example_id(*_query_key(queries[i])) for i in chunk])
             teacher = {"teacher_features": feats, "teacher_mask": mask}
         batch = collate([examples[i] for i in chunk], teacher)
-        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        batch = batch_to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(batch).logits
         top2 = logits.float().log_softmax(-1).topk(2, dim=-1)

@@ -26,7 +26,7 @@ from engine.arc import ArcTask, all_queries, example_id, load_dataset, select_ta
 from engine.augment import augment_task, random_colour_permutation, random_translation  # noqa: E402
 from engine.checkpoints import apply_retention, load_state, save_checkpoint  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from engine.encoding import build_example, collate  # noqa: E402
+from engine.encoding import batch_to, build_example, collate  # noqa: E402
 from engine.integrity import (baseline_figures, find_overlap, overlap_message,  # noqa: E402
                               split_run_tasks, trivially_solvable)
 from engine.losses import LossWeights, combined_loss, task_loss_parts  # noqa: E402
@@ -153,7 +153,7 @@ def make_batch(cfg: TrainConfig, data: TrainData, queries: list[tuple[ArcTask, s
                                           out=data.feature_buffer)
         teacher = {"teacher_features": feats, "teacher_mask": mask}
     batch = collate(examples, teacher)
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    return batch_to(batch, device, non_blocking=True)
 
 
 def rng_state() -> dict:

@@ -20,7 +20,7 @@ import torch
 from engine.arc import ArcTask, Pair
 from engine.augment import (NUM_DIHEDRAL, augment_task, random_colour_permutation,
                             random_translation, undo_prediction, vote)
-from engine.encoding import build_example, collate
+from engine.encoding import batch_to, build_example, collate
 from engine.losses import task_loss
 from engine.predict import predict_grids
 from engine.student import build_from_spec
@@ -93,8 +93,7 @@ def fine_tune(model, task: ArcTask, train_config: dict, steps: int, rng: np.rand
             if max_shift:
                 view = random_translation(view, "train", max_shift, rng)
             examples.append(build_example(view, "train", index, max_demos))
-        batch = {key: value.to(device) if torch.is_tensor(value) else value
-                 for key, value in collate(examples).items()}
+        batch = batch_to(collate(examples), device)
         loss = task_loss(model(batch).logits, batch["target"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
