@@ -129,7 +129,7 @@ def failure_analysis(store, run_id: int) -> str:
     first student fits (reproduces every demonstration) and still gets wrong lacks the
     right prior; one it does not fit may lack budget."""
     figures = {key: store.read_metrics_after(run_id, f"ttt_{key}").values
-               for key in ("demo_exact", "task_score", "seconds")}
+               for key in ("demo_exact", "task_score", "seconds", "rule")}
     if not figures["seconds"]:
         return "no per-task figures (an evaluation without test-time training)"
     seconds = sorted(figures["seconds"])
@@ -138,7 +138,10 @@ def failure_analysis(store, run_id: int) -> str:
     return (f"per task: {sum(seconds) / len(seconds):.0f} s mean, {seconds[len(seconds) // 2]:.0f} s median, "
             f"{seconds[-1]:.0f} s longest; of {len(seconds)} tasks {solved} fully solved, {fit_wrong} not "
             f"although the first student reproduces every demonstration, "
-            f"{len(seconds) - solved - fit_wrong} not and it does not")
+            f"{len(seconds) - solved - fit_wrong} not and it does not; the rule student answered first in "
+            f"{sum(ruled == 1 for ruled in figures['rule'])} tasks, "
+            f"{sum(ruled == 1 and score == 1 for ruled, score in zip(figures['rule'], figures['task_score']))} "
+            f"of them fully solved")
 
 
 def main() -> None:
@@ -157,6 +160,7 @@ def main() -> None:
                         help="loss weight of cells that differ from the input cell (default 1)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                         help="per-task student training arithmetic (default auto: bf16 on a CPU with native bf16)")
+    parser.add_argument("--no-rule", action="store_true", help="ablation: without the rule student")
     parser.add_argument("--no-dihedral", action="store_true", help="ablation: no dihedral transforms")
     parser.add_argument("--no-colour-permutations", action="store_true", help="ablation: no recolouring")
     parser.add_argument("--checkpoint", type=int, default=None,
@@ -206,7 +210,7 @@ def main() -> None:
                         ("--checkpoint", args.checkpoint), ("--device", args.device)):
         if value is not None:
             command += [flag, str(value)]
-    command += ["--no-dihedral"] * args.no_dihedral + ["--no-colour-permutations"] * args.no_colour_permutations
+    command += ["--no-rule"] * args.no_rule + ["--no-dihedral"] * args.no_dihedral + ["--no-colour-permutations"] * args.no_colour_permutations
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"workspace {workspace}; sage-engine {' '.join(command)}", flush=True)
     started = time.time()

@@ -341,6 +341,8 @@ EVAL = Schema("eval", (
     Setting("ttt_precision", str, "auto", "per-task student: training arithmetic, fp32, bf16 (faster on a "
             "CPU with native bf16: AVX512-BF16 or AMX) or auto (bf16 on such a CPU, else fp32)",
             choices=TTT_PRECISIONS),
+    Setting("ttt_rule", bool, True, "fresh or pretrained per-task students: the rule student (a shallow "
+            "decision tree over the cell features) answers first where it explains every demonstration"),
     Setting("ttt_dihedral", bool, True, "test-time training under the 8 dihedral transforms"),
     Setting("ttt_colours", bool, True, "test-time training under colour permutations"),
     _positive_int("workers", None, "tasks trained in parallel processes (default: every core)",

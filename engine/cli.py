@@ -119,6 +119,9 @@ def build_parser(extract_options: bool = True) -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", choices=TTT_PRECISIONS, default=EVAL["ttt_precision"].default,
                           help="per-task student: training arithmetic (bf16: faster on a CPU with native "
                                "bf16, AVX512-BF16 or AMX; default auto: bf16 on such a CPU, else fp32)")
+    evaluate.add_argument("--no-rule", action="store_true",
+                          help="per-task student: without the rule student (a decision tree that answers first "
+                               "where it explains every demonstration; an ablation)")
     evaluate.add_argument("--no-dihedral", action="store_true",
                           help="test-time training without the 8 dihedral transforms (an ablation)")
     evaluate.add_argument("--no-colour-permutations", action="store_true",
@@ -324,7 +327,7 @@ def cmd_eval(args: argparse.Namespace, store: Store) -> int:
              "seed": args.seed, "ttt_dihedral": not args.no_dihedral,
              "ttt_colours": not args.no_colour_permutations, "ttt_models": args.models,
              "ttt_colour_head": args.colour_head or 0, "ttt_changed_weight": args.changed_weight,
-             "ttt_precision": args.precision,
+             "ttt_precision": args.precision, "ttt_rule": not args.no_rule,
              "tta_votes": args.tta_votes, "device": args.device or "auto"}
     if args.checkpoint is None:   # test-time training of a fresh per-task student per task
         name = f"ttt-{dataset if dataset.startswith('arc') else Path(dataset).name}"

@@ -26,6 +26,7 @@ RAY_DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), 
 MAX_PANELS = 4
 SIZE_BUCKETS = (1, 2, 4, 8, 16)   # object size one-hot: <=1, <=2, <=4, <=8, <=16, larger
 VIEWS = 8                          # which dihedral transform the grids are seen under
+RAY_DISTANCE_CELLS = 30.0          # a ray's distance channel holds cells / this
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def input_cell_features(grid: np.ndarray) -> np.ndarray:
     h, w = grid.shape
     ray_colours, ray_distances = _rays(grid)
     parts = [_one_hot(ray_colours[d]) for d in range(len(RAY_DIRECTIONS))]
-    parts.append(ray_distances / 30.0)
+    parts.append(ray_distances / RAY_DISTANCE_CELLS)
     rows, cols = np.indices((h, w))
     presence = np.stack([(grid == c) for c in range(COLOURS)]).astype(np.float32)
     parts.append(np.broadcast_to(presence.max(axis=2, keepdims=True), (COLOURS, h, w)))

@@ -12,6 +12,10 @@ How it answers a task (``solve_task``):
 4. Each test input is predicted under the 8 transforms x several colour permutations,
    every prediction is mapped back, and the most voted grids (ties broken by the
    model's confidence) are attempts 1 and 2, always two distinct grids.
+5. Beside the networks, the rule student (``engine.rule_tree``) looks for a shallow
+   decision tree over the same cell features that explains every demonstration cell;
+   where one exists, its grid is attempt 1 and the networks' first different grid is
+   attempt 2.
 
 ``solve_task`` receives the demonstrations and the test *inputs* only: it cannot see a
 test output. The same network class can be pretrained across many tasks
@@ -32,6 +36,7 @@ from torch import nn
 from engine.augment import NUM_DIHEDRAL, dihedral, inverse_dihedral
 from engine.grid_features import (ALIGNMENTS, CHANNELS, COLOUR_BLOCK_CHANNELS, COLOURS, LAYOUT,
                                   cell_features, colour_channel_index)
+from engine.rule_tree import learn_rule, predict_rule
 from engine.shapes import ShapeModel, infer_shapes
 
 Grid = np.ndarray
@@ -56,6 +61,7 @@ class PerTaskSettings:
     feature_dropout: float = 0.0     # chance a feature block is hidden from a training sample
     changed_weight: float = 1.0      # loss weight of output cells whose colour differs from the input's
     bf16: bool = False               # train with bf16 arithmetic (autocast); predictions stay fp32
+    rule: bool = True                # the rule student answers first where it explains every demonstration
     seed: int = 0
     device: str = "cpu"              # where the network trains and predicts ("cuda:0" on a GPU)
 
@@ -148,6 +154,8 @@ class TaskSolution:
     demo_exact: float                # share of demonstrations reproduced exactly (identity view)
     shapes: str                      # the inferred shape rule, in words
     fixed_colours: list[int] = field(default_factory=list)
+    rule: str = ""                   # what the rule student found, in words ("" when not asked)
+    rule_answered: bool = False      # its grid is attempt 1 of every test input
 
 
 def fixed_colours(demos: list[tuple[Grid, Grid]]) -> list[int]:
@@ -175,9 +183,17 @@ def _transformed_shape(shape: tuple[int, int], k: int) -> tuple[int, int]:
     return dihedral(np.zeros(shape, dtype=np.uint8), k).shape
 
 
-def _features(shapes: ShapeModel, grid: Grid, output_shape: tuple[int, int], view: int = 0) -> np.ndarray:
+def _crop_corner(shapes: ShapeModel, grid: Grid) -> tuple[int, int] | None:
     box = shapes.crop_box(grid)
-    return cell_features(grid, output_shape, crop=box[:2] if box is not None else None, view=view)
+    return box[:2] if box is not None else None
+
+
+def _features(shapes: ShapeModel, grid: Grid, output_shape: tuple[int, int], view: int = 0) -> np.ndarray:
+    """Features of the output cells of ``grid`` (an input in the task's frame, its output
+    of ``output_shape``) seen under dihedral ``view``."""
+    view_grid = dihedral(grid, view)
+    return cell_features(view_grid, _transformed_shape(output_shape, view),
+                         crop=_crop_corner(shapes, view_grid), view=view)
 
 
 def _pad(arrays: list[np.ndarray], height: int, width: int, value: float) -> np.ndarray:
@@ -196,9 +212,8 @@ class _TrainingSet:
         features, targets = [], []
         for inp, out in demos:
             for k in views:
-                t_inp, t_out = dihedral(inp, k), dihedral(out, k)
-                features.append(_features(shapes, t_inp, t_out.shape, k))
-                targets.append(t_out.astype(np.int64))
+                features.append(_features(shapes, inp, out.shape, k))
+                targets.append(dihedral(out, k).astype(np.int64))
         height = max(t.shape[0] for t in targets)
         width = max(t.shape[1] for t in targets)
         self.features = torch.from_numpy(_pad(features, height, width, 0.0)).to(device)
@@ -328,7 +343,7 @@ def _predict_views(net: PerTaskNet, shapes: ShapeModel, grid: Grid, output_shape
         perms += [_random_permutation(rng, fixed) for _ in range(settings.vote_permutations - 1)]
     device = next(net.parameters()).device
     for k in _views(settings):
-        base = torch.from_numpy(_features(shapes, dihedral(grid, k), _transformed_shape(output_shape, k), k))
+        base = torch.from_numpy(_features(shapes, grid, output_shape, k))
         # Every colour permutation of this view in one batch: one pass through the network.
         channels = torch.from_numpy(np.stack([colour_channel_index(perm) for perm in perms]))
         features = base[channels].to(device)
@@ -450,5 +465,33 @@ def solve_task(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid],
                 other += _predict_views(net, shapes, grid, candidates[1], variant, fixed, rng)
     attempts = [_two_attempts(pooled, other, lambda first, grid=grid: _second_choice(first_net, shapes, grid, first))
                 for grid, pooled, other in zip(test_inputs, views, other_shape_views)]
+    rule, rule_answers = _rule_answers(demos, test_inputs, shapes) if settings.rule else ("", None)
+    if rule_answers is not None:
+        attempts = [_rule_first(answer, network) for answer, network in zip(rule_answers, attempts)]
     return TaskSolution(attempts, losses, len(losses), time.perf_counter() - started,
-                        demo_exact_share(first_net, demos, shapes), shapes.describe(), fixed)
+                        demo_exact_share(first_net, demos, shapes), shapes.describe(), fixed,
+                        rule, rule_answers is not None)
+
+
+def _rule_answers(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid], shapes: ShapeModel
+                  ) -> tuple[str, list[Grid] | None]:
+    """The rule student (``engine.rule_tree``): a shallow decision tree over the cell
+    features that explains every demonstration cell. Its grids, one per test input, or
+    None where no such tree exists or it does not apply to a test input."""
+    fit = learn_rule([_features(shapes, inp, out.shape) for inp, out in demos],
+                     [out for _, out in demos])
+    if fit is None:
+        return "no shallow rule explains the demonstrations", None
+    words = (f"a rule {fit.depth} question{'s' * (fit.depth != 1)} deep explains the demonstrations "
+             f"(leave-one-out {fit.leave_one_out:.0%})")
+    answers = [predict_rule(fit.tree, _features(shapes, grid, shapes.candidates(grid)[0]))
+               for grid in test_inputs]
+    if any(answer is None for answer in answers):
+        return words + ", but does not apply to a test input", None
+    return words, answers
+
+
+def _rule_first(rule_answer: Grid, network_attempts: list[Grid]) -> list[Grid]:
+    """The rule's grid first, then the networks' first attempt that differs from it."""
+    different = [a for a in network_attempts if not np.array_equal(a, rule_answer)]
+    return [rule_answer, different[0]]   # the networks' two attempts differ: one differs from the rule

@@ -59,9 +59,8 @@ class _Pairs:
             inp, out, shapes, fixed = self.items[i]
             k = int(rng.integers(NUM_DIHEDRAL)) if augment else 0
             perm = _random_permutation(rng, fixed) if augment else np.arange(10)
-            t_inp, t_out = dihedral(inp, k), dihedral(out, k)
-            features.append(_features(shapes, t_inp, t_out.shape, k)[colour_channel_index(perm)])
-            targets.append(perm[t_out].astype(np.int64))
+            features.append(_features(shapes, inp, out.shape, k)[colour_channel_index(perm)])
+            targets.append(perm[dihedral(out, k)].astype(np.int64))
         height = max(t.shape[0] for t in targets)
         width = max(t.shape[1] for t in targets)
         return (torch.from_numpy(_pad(features, height, width, 0.0)),

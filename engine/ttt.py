@@ -57,6 +57,8 @@ class TaskOutcome:
     seconds: float
     demo_exact: float
     shapes: str
+    rule: str = ""               # what the rule student found ("" where it was not asked)
+    rule_answered: bool = False  # its grid is attempt 1 of every test input
 
 
 # ------------------------------------------------------------------ workers
@@ -88,7 +90,7 @@ def solve(job: TaskJob) -> TaskOutcome | None:
     if _stopping():
         return None
     return TaskOutcome(job.task_id, solution.attempts, solution.losses, solution.seconds,
-                       solution.demo_exact, solution.shapes)
+                       solution.demo_exact, solution.shapes, solution.rule, solution.rule_answered)
 
 
 # ---------------------------------------------------------------- the job
@@ -101,7 +103,8 @@ def ttt_settings(config: dict) -> PerTaskSettings:
                            colour_permutations=bool(config.get("ttt_colours", True)),
                            models=int(config.get("ttt_models") or TTT_DEFAULT_MODELS),
                            colour_head=int(config.get("ttt_colour_head") or 0),
-                           changed_weight=float(config.get("ttt_changed_weight") or 1.0))
+                           changed_weight=float(config.get("ttt_changed_weight") or 1.0),
+                           rule=bool(config.get("ttt_rule", True)))
 
 
 def native_bf16_cpu() -> bool:
@@ -208,6 +211,7 @@ def ttt_job(ctx: RunContext) -> str:
             "ttt_first_loss": outcome.losses[0] if outcome.losses else float("nan"),
             "ttt_demo_exact": outcome.demo_exact, "ttt_task_score": score,
             "ttt_seconds": outcome.seconds, "ttt_steps": len(outcome.losses),
+            "ttt_rule": float(outcome.rule_answered),
             "ttt_pass2": running.score_pass2, "ttt_pass1": running.score_pass1})
         per_task = (time.perf_counter() - started) / (count - len(done))
         ctx.set_progress(step=count, total_steps=len(tasks), progress=count / len(tasks),
@@ -250,6 +254,8 @@ def _describe(start: dict, settings: PerTaskSettings) -> str:
         origin += f" with a colour-equivariant head ({settings.colour_head} wide)"
     if start["kind"] != "grid-student" and settings.changed_weight != 1:
         origin += f", cells that differ from the input weighing {settings.changed_weight:g}x"
+    if start["kind"] != "grid-student" and settings.rule:
+        origin += ", the rule student answering first where a shallow rule explains every demonstration"
     if start["kind"] != "grid-student" and settings.bf16:
         origin += ", trained in bf16"
     budget = " and ".join(part for part in (
@@ -336,5 +342,5 @@ def _store_outcome(ctx: RunContext, evaluation_id: int, task: ArcTask, outcome: 
                               task.to_dict()["train"])
     ctx.event("task", f"{task.id}: {solved2}/{len(predictions)} solved, {len(outcome.losses)} steps, "
                       f"{outcome.seconds:.1f} s, demonstrations reproduced {outcome.demo_exact:.0%}, "
-                      f"shape: {outcome.shapes}")
+                      f"shape: {outcome.shapes}" + (f"; {outcome.rule}" if outcome.rule else ""))
     return score

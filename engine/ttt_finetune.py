@@ -35,6 +35,8 @@ class FinetuneSolution:
     seconds: float
     demo_exact: float
     shapes: str = "predicted by the student"
+    rule: str = ""                  # the rule student answers only for per-task students
+    rule_answered: bool = False
 
 
 def adapt_and_answer(start: dict, demos, test_inputs, should_stop) -> FinetuneSolution:

@@ -3,6 +3,8 @@ and learning a task from its demonstrations alone."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -135,6 +137,24 @@ def test_a_rule_with_a_direction_is_answered_in_the_original_frame():
     test = random_grid(rng, (5, 4))
     solution = solve_task(demos, [test], PerTaskSettings(steps=240, width=32, depth=2, models=2))
     assert any(np.array_equal(attempt, test[:, ::-1]) for attempt in solution.attempts[0])
+
+
+def test_the_rule_student_answers_first_where_it_explains_every_demonstration():
+    """Untrained networks (0 steps) cannot answer "rotate left"; the rule student can, and
+    its grid comes first, the networks' first different grid second."""
+    rng = np.random.default_rng(8)
+    demos = [(g, np.rot90(g).copy()) for g in (random_grid(rng, (4, 4)) for _ in range(3))]
+    test = random_grid(rng, (4, 4))
+    untrained = PerTaskSettings(steps=0, width=16, depth=1)
+    ruled = solve_task(demos, [test], untrained)
+    assert ruled.rule_answered and "0 questions deep" in ruled.rule
+    np.testing.assert_array_equal(ruled.attempts[0][0], np.rot90(test))
+    assert not np.array_equal(ruled.attempts[0][1], ruled.attempts[0][0])
+    alone = solve_task(demos, [test], replace(untrained, rule=False))
+    assert not alone.rule_answered and alone.rule == ""
+    assert not any(np.array_equal(a, np.rot90(test)) for a in alone.attempts[0])
+    noise = [(g, random_grid(rng, (4, 4), colours=10)) for g, _ in demos]
+    assert not solve_task(noise, [test], untrained).rule_answered
 
 
 def test_pretraining_across_tasks_resumes_exactly_and_seeds_test_time_training(workspace):

@@ -114,6 +114,20 @@ def test_bf16_training_reaches_the_student_and_the_summary(workspace, tmp_path):
     assert bf16[4].values != plain[4].values     # other arithmetic, other losses
 
 
+def test_the_rule_student_answers_first_and_says_so(workspace, tmp_path):
+    folder = write_tasks(tmp_path / "tasks")      # "every non-zero cell becomes 4": one question
+    ruled = evaluate(workspace, ttt_config(folder))
+    networks = evaluate(workspace, ttt_config(folder, ttt_rule=False))
+    assert all(p.correct_1 for p in ruled[3]) and not all(p.correct_1 for p in networks[3])
+    assert "the rule student answering first" in ruled[2].summary["test_time_training"]
+    assert "rule student" not in networks[2].summary["test_time_training"]
+    with Store.open_readonly(workspace) as store:
+        assert store.read_metrics_after(ruled[1].id, "ttt_rule").values == [1.0, 1.0, 1.0]
+        assert store.read_metrics_after(networks[1].id, "ttt_rule").values == [0.0, 0.0, 0.0]
+        told = [e.message for e in store.events(ruled[1].id) if e.kind == "task"]
+    assert len(told) == 3 and all("question deep explains the demonstrations" in m for m in told)
+
+
 def test_a_stopped_evaluation_resumes_at_the_next_unfinished_task(workspace, tmp_path):
     folder = write_tasks(tmp_path / "tasks", count=4)
     with Store.open(workspace) as store:

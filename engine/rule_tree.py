@@ -1,0 +1,198 @@
+"""The rule student: the simplest cell rule that explains a task's demonstrations.
+
+It reads the same cell features as the per-task network (``engine.grid_features``) and
+learns a small decision tree over them: each inner node asks one yes/no question about
+an output cell ("is the aligned input cell red?", "is the nearest coloured cell to the
+left the same colour as the one above?", "is the cell below coloured?"), each leaf gives the cell its colour: either a
+constant colour or the colour read through one feature ("the input rotated left", "the
+nearest coloured cell below", "the most frequent colour"). Trees grow greedily, a
+question at a time, and stop at the first depth where every demonstration cell is
+explained; a task no shallow tree explains gets no rule.
+
+The network learns from augmented views and can memorise; the tree has no capacity to
+spare, so when a shallow one reproduces every demonstration, and the tree fitted
+without each demonstration in turn still predicts it (leave-one-out), it is usually the
+task's rule. It needs no training steps: a few milliseconds per task, in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.grid_features import COLOURS, LAYOUT, RAY_DISTANCE_CELLS
+
+Grid = np.ndarray
+MAX_DEPTH = 5
+TRIED = 3   # questions tried at each node, best first, before a node gives up
+
+
+def _copyable_blocks() -> list[tuple[str, int]]:
+    """(name, first channel) of the colour-indexed blocks that name ONE colour per cell
+    (an alignment's cell, a ray's nearest cell, the most or least frequent colour)."""
+    blocks, start = [], 0
+    for name, width, is_colour in LAYOUT.blocks:
+        if is_colour and name not in ("block_histogram", "row_colours", "column_colours", "input_colours"):
+            blocks.append((name, start))
+        start += width
+    return blocks
+
+
+COPYABLE = _copyable_blocks()
+
+
+def _ray_distance_channels() -> list[int]:
+    channels, start = [], 0
+    for name, width, _ in LAYOUT.blocks:
+        if name.startswith("ray") and name.endswith("_distance"):
+            channels.append(start)
+        start += width
+    return channels
+
+
+RAY_DISTANCES = _ray_distance_channels()
+
+
+@dataclass(frozen=True)
+class Leaf:
+    colour: int | None = None     # a constant colour, or
+    copy: int | None = None       # the index in COPYABLE of the block whose colour is copied
+
+    def describe(self) -> str:
+        return f"colour {self.colour}" if self.colour is not None else f"copy {COPYABLE[self.copy][0]}"
+
+
+@dataclass(frozen=True)
+class Node:
+    question: int                 # index into the question table (see _questions)
+    yes: "Node | Leaf"
+    no: "Node | Leaf"
+
+
+def _read_colours(features: np.ndarray) -> np.ndarray:
+    """[cells, copyable blocks]: the colour each copyable block names for each cell, -1
+    where it names none (an alignment that reads outside the input)."""
+    colours = np.full((features.shape[0], len(COPYABLE)), -1, dtype=np.int64)
+    for b, (_, start) in enumerate(COPYABLE):
+        block = features[:, start:start + COLOURS]
+        named = block.max(1) > 0.5
+        colours[named, b] = block[named].argmax(1)
+    return colours
+
+
+def _questions(features: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """[cells, questions] booleans: every binary feature channel is set; every pair of
+    copyable blocks names the same colour; the nearest coloured cell in each direction is
+    the next cell."""
+    binary = features > 0.5
+    first, second = np.triu_indices(len(COPYABLE), k=1)
+    same = (colours[:, first] == colours[:, second]) & (colours[:, first] >= 0)
+    adjacent = np.isclose(features[:, RAY_DISTANCES], 1 / RAY_DISTANCE_CELLS)
+    return np.concatenate([binary, same, adjacent], axis=1)
+
+
+def _explained(colours: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """[cells, actions]: which leaf actions (10 constants, then each copyable block) give
+    each cell its target colour."""
+    constants = targets[:, None] == np.arange(COLOURS)[None]
+    copies = colours == targets[:, None]
+    return np.concatenate([constants, copies], axis=1)
+
+
+def _leaf(action: int) -> Leaf:
+    return Leaf(colour=action) if action < COLOURS else Leaf(copy=action - COLOURS)
+
+
+def _grow(questions: np.ndarray, explained: np.ndarray, depth: int) -> Node | Leaf | None:
+    """The tree (at most ``depth`` questions deep) that explains every cell, or None."""
+    counts = explained.sum(0)
+    best = int(np.argmax(counts))
+    if counts[best] == len(explained):
+        return _leaf(best)
+    if depth == 0:
+        return None
+    # The question after which one action per side explains the most cells.
+    yes_counts = questions.T.astype(np.float32) @ explained.astype(np.float32)   # [questions, actions]
+    no_counts = counts[None].astype(np.float32) - yes_counts
+    score = yes_counts.max(1) + no_counts.max(1)
+    splits = questions.any(0) & ~questions.all(0)
+    if not splits.any():
+        return None
+    for question in np.argsort(-np.where(splits, score, -1), kind="stable")[:TRIED]:
+        if not splits[question]:
+            break
+        answer = questions[:, question]
+        yes = _grow(questions[answer], explained[answer], depth - 1)
+        no = _grow(questions[~answer], explained[~answer], depth - 1) if yes is not None else None
+        if yes is not None and no is not None:
+            return Node(int(question), yes, no)
+    return None
+
+
+def _apply(tree: Node | Leaf, questions: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    if isinstance(tree, Leaf):
+        if tree.colour is not None:
+            return np.full(len(questions), tree.colour, dtype=np.int64)
+        return colours[:, tree.copy]
+    answer = questions[:, tree.question]
+    out = np.empty(len(questions), dtype=np.int64)
+    out[answer] = _apply(tree.yes, questions[answer], colours[answer])
+    out[~answer] = _apply(tree.no, questions[~answer], colours[~answer])
+    return out
+
+
+def depth_of(tree: Node | Leaf) -> int:
+    return 0 if isinstance(tree, Leaf) else 1 + max(depth_of(tree.yes), depth_of(tree.no))
+
+
+@dataclass
+class RuleFit:
+    tree: Node | Leaf
+    depth: int
+    leave_one_out: float          # share of demonstrations predicted by the tree fitted without them
+
+
+def _cells(features: np.ndarray) -> np.ndarray:
+    """[C, H, W] -> [H * W, C]"""
+    return features.reshape(features.shape[0], -1).T
+
+
+def fit_rule(demo_features: list[np.ndarray], demo_outputs: list[Grid]) -> Node | Leaf | None:
+    """The shallowest tree (growing depth by depth) that explains every demonstration cell."""
+    features = np.concatenate([_cells(f) for f in demo_features])
+    targets = np.concatenate([np.asarray(o, dtype=np.int64).ravel() for o in demo_outputs])
+    colours = _read_colours(features)
+    questions, explained = _questions(features, colours), _explained(colours, targets)
+    for depth in range(MAX_DEPTH + 1):
+        tree = _grow(questions, explained, depth)
+        if tree is not None:
+            return tree
+    return None
+
+
+def predict_rule(tree: Node | Leaf, features: np.ndarray) -> Grid | None:
+    """The output grid for one input's features [C, H, W]; None where a leaf copies a
+    block that names no colour there (the rule does not apply to this input)."""
+    cells = _cells(features)
+    colours = _read_colours(cells)
+    out = _apply(tree, _questions(cells, colours), colours)
+    if (out < 0).any():
+        return None
+    return out.reshape(features.shape[1:]).astype(np.uint8)
+
+
+def learn_rule(demo_features: list[np.ndarray], demo_outputs: list[Grid]) -> RuleFit | None:
+    """Fit the rule on every demonstration, and measure how well the rule fitted without
+    each demonstration predicts it."""
+    tree = fit_rule(demo_features, demo_outputs)
+    if tree is None:
+        return None
+    hits = 0
+    for i in range(len(demo_features)):
+        rest = [f for j, f in enumerate(demo_features) if j != i]
+        held = fit_rule(rest, [o for j, o in enumerate(demo_outputs) if j != i]) if rest else None
+        if held is not None:
+            predicted = predict_rule(held, demo_features[i])
+            hits += predicted is not None and np.array_equal(predicted, demo_outputs[i])
+    return RuleFit(tree, depth_of(tree), hits / len(demo_features))
