@@ -110,9 +110,10 @@ def recolour_task(rng, n):
 
 
 def test_a_fresh_student_learns_a_task_from_its_demonstrations_alone():
+    # The networks alone (rule=False): the rule student would answer this task by itself.
     rng = np.random.default_rng(3)
     demos, tests = recolour_task(rng, 3), recolour_task(rng, 2)
-    solution = solve_task(demos, [t[0] for t in tests], PerTaskSettings(steps=60, width=32, depth=2))
+    solution = solve_task(demos, [t[0] for t in tests], PerTaskSettings(steps=60, width=32, depth=2, rule=False))
     assert solution.losses[-1] < solution.losses[0] / 4
     assert solution.demo_exact == 1.0
     for (_, expected), attempts in zip(tests, solution.attempts):
@@ -121,10 +122,10 @@ def test_a_fresh_student_learns_a_task_from_its_demonstrations_alone():
 
 
 def test_without_training_the_student_does_not_solve_it():
-    """The same check can fail: zero steps leave a random network."""
+    """The same check can fail: zero steps leave a random network (and no rule student)."""
     rng = np.random.default_rng(3)
     demos, tests = recolour_task(rng, 3), recolour_task(rng, 2)
-    solution = solve_task(demos, [t[0] for t in tests], PerTaskSettings(steps=0, width=32, depth=2))
+    solution = solve_task(demos, [t[0] for t in tests], PerTaskSettings(steps=0, width=32, depth=2, rule=False))
     assert not all(np.array_equal(a[0], e) for (_, e), a in zip(tests, solution.attempts))
 
 
@@ -135,7 +136,7 @@ def test_a_rule_with_a_direction_is_answered_in_the_original_frame():
     rng = np.random.default_rng(5)
     demos = [(g, g[:, ::-1].copy()) for g in (random_grid(rng, (4, 5)) for _ in range(4))]
     test = random_grid(rng, (5, 4))
-    solution = solve_task(demos, [test], PerTaskSettings(steps=240, width=32, depth=2, models=2))
+    solution = solve_task(demos, [test], PerTaskSettings(steps=240, width=32, depth=2, models=2, rule=False))
     assert any(np.array_equal(attempt, test[:, ::-1]) for attempt in solution.attempts[0])
 
 
