@@ -3,16 +3,18 @@
 It reads the same cell features as the per-task network (``engine.grid_features``) and
 learns a small decision tree over them: each inner node asks one yes/no question about
 an output cell ("is the aligned input cell red?", "is the nearest coloured cell to the
-left the same colour as the one above?", "is the cell below coloured?"), each leaf gives the cell its colour: either a
-constant colour or the colour read through one feature ("the input rotated left", "the
-nearest coloured cell below", "the most frequent colour"). Trees grow greedily, a
-question at a time, and stop at the first depth where every demonstration cell is
-explained; a task no shallow tree explains gets no rule.
+left the same colour as the one above?", "is the cell below coloured?"), each leaf
+gives the cell its colour: either a constant colour or the colour read through one
+feature ("the input rotated left", "the nearest coloured cell below", "the most
+frequent colour"). Trees grow greedily, a question at a time, and stop at the first
+depth where every demonstration cell is explained; a task no shallow tree explains gets
+no rule.
 
 The network learns from augmented views and can memorise; the tree has no capacity to
-spare, so when a shallow one reproduces every demonstration, and the tree fitted
-without each demonstration in turn still predicts it (leave-one-out), it is usually the
-task's rule. It needs no training steps: a few milliseconds per task, in numpy.
+spare, so when a shallow one reproduces every demonstration it is often the task's rule
+(and nearly always when the tree fitted without each demonstration in turn still
+predicts it: leave-one-out). It needs no training steps: numpy, well under a second
+for a task of small grids.
 """
 
 from __future__ import annotations
@@ -28,39 +30,23 @@ MAX_DEPTH = 5
 TRIED = 3   # questions tried at each node, best first, before a node gives up
 
 
-def _copyable_blocks() -> list[tuple[str, int]]:
-    """(name, first channel) of the colour-indexed blocks that name ONE colour per cell
-    (an alignment's cell, a ray's nearest cell, the most or least frequent colour)."""
-    blocks, start = [], 0
-    for name, width, is_colour in LAYOUT.blocks:
-        if is_colour and name not in ("block_histogram", "row_colours", "column_colours", "input_colours"):
-            blocks.append((name, start))
-        start += width
-    return blocks
+def _block_starts() -> list[tuple[str, bool, int]]:
+    """(name, colour-indexed, first channel) of every feature block."""
+    starts = np.cumsum([0] + [width for _, width, _ in LAYOUT.blocks])
+    return [(name, is_colour, int(start)) for (name, _, is_colour), start in zip(LAYOUT.blocks, starts)]
 
 
-COPYABLE = _copyable_blocks()
-
-
-def _ray_distance_channels() -> list[int]:
-    channels, start = [], 0
-    for name, width, _ in LAYOUT.blocks:
-        if name.startswith("ray") and name.endswith("_distance"):
-            channels.append(start)
-        start += width
-    return channels
-
-
-RAY_DISTANCES = _ray_distance_channels()
+# (name, first channel) of the colour-indexed blocks that name ONE colour per cell (an
+# alignment's cell, a ray's nearest cell, the most or least frequent colour): a leaf may copy it.
+COPYABLE = [(name, start) for name, is_colour, start in _block_starts()
+            if is_colour and name not in ("block_histogram", "row_colours", "column_colours", "input_colours")]
+RAY_DISTANCES = [start for name, _, start in _block_starts() if name.startswith("ray") and name.endswith("_distance")]
 
 
 @dataclass(frozen=True)
 class Leaf:
     colour: int | None = None     # a constant colour, or
     copy: int | None = None       # the index in COPYABLE of the block whose colour is copied
-
-    def describe(self) -> str:
-        return f"colour {self.colour}" if self.colour is not None else f"copy {COPYABLE[self.copy][0]}"
 
 
 @dataclass(frozen=True)
