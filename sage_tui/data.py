@@ -57,8 +57,9 @@ def metric_group(key: str) -> str:
     if key.startswith("eval_"):
         return "evaluation"
     # Test-time training logs one point per task: the running score is the evaluation's,
-    # the fit to the task's demonstrations is training, its time and steps are speed.
-    if key in ("ttt_pass1", "ttt_pass2", "ttt_task_score"):
+    # the fit to the task's demonstrations is training, its time and steps are speed;
+    # whether the rule student answered the task sits beside the task's score.
+    if key in ("ttt_pass1", "ttt_pass2", "ttt_task_score", "ttt_rule"):
         return "evaluation"
     if key in ("ttt_seconds", "ttt_steps"):
         return "throughput"

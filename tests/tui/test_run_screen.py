@@ -222,11 +222,11 @@ def test_figures_are_grouped_by_where_they_were_measured():
     assert baseline_key("eval_pass2") == "eval_baseline_pass2"
     # A test-time-training evaluation: one point per task.
     ttt = ["ttt_loss", "ttt_first_loss", "ttt_demo_exact", "ttt_task_score", "ttt_pass2", "ttt_pass1",
-           "ttt_seconds", "ttt_steps"]
+           "ttt_seconds", "ttt_steps", "ttt_rule"]
     assert keys_by_group(ttt) == {
         "losses": ["ttt_first_loss", "ttt_loss"],
         "training": ["ttt_demo_exact"],                    # the fit to the task's demonstrations
-        "evaluation": ["ttt_pass1", "ttt_pass2", "ttt_task_score"],
+        "evaluation": ["ttt_pass1", "ttt_pass2", "ttt_rule", "ttt_task_score"],
         "throughput": ["ttt_seconds", "ttt_steps"],
     }
     assert baseline_key("train_cell_acc") is None and baseline_key("val_baseline_pass2") is None
