@@ -36,7 +36,7 @@ from torch import nn
 from engine.augment import NUM_DIHEDRAL, dihedral, inverse_dihedral
 from engine.grid_features import (ALIGNMENTS, CHANNELS, COLOUR_BLOCK_CHANNELS, COLOURS, LAYOUT,
                                   cell_features, colour_channel_index)
-from engine.rule_tree import learn_rule, predict_rule
+from engine.rule_tree import input_questions, learn_rule, predict_rule
 from engine.shapes import ShapeModel, infer_shapes
 
 Grid = np.ndarray
@@ -478,13 +478,15 @@ def _rule_answers(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid], shape
     """The rule student (``engine.rule_tree``): a shallow decision tree over the cell
     features that explains every demonstration cell. Its grids, one per test input, or
     None where no such tree exists or it does not apply to a test input."""
-    fit = learn_rule([_features(shapes, inp, out.shape) for inp, out in demos],
-                     [out for _, out in demos])
+    def features(grid: Grid, output_shape: tuple[int, int]) -> np.ndarray:
+        return np.concatenate([_features(shapes, grid, output_shape), input_questions(grid, output_shape)])
+
+    fit = learn_rule([features(inp, out.shape) for inp, out in demos], [out for _, out in demos])
     if fit is None:
         return "no shallow rule explains the demonstrations", None
     words = (f"a rule {fit.depth} question{'s' * (fit.depth != 1)} deep explains the demonstrations "
              f"(leave-one-out {fit.leave_one_out:.0%})")
-    answers = [predict_rule(fit.tree, _features(shapes, grid, shapes.candidates(grid)[0]))
+    answers = [predict_rule(fit.tree, features(grid, shapes.candidates(grid)[0]))
                for grid in test_inputs]
     if any(answer is None for answer in answers):
         return words + ", but does not apply to a test input", None

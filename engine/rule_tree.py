@@ -6,7 +6,10 @@ an output cell ("is the aligned input cell red?", "is the nearest coloured cell 
 left the same colour as the one above?", "is the cell below coloured?"), each leaf
 gives the cell its colour: either a constant colour or the colour read through one
 feature ("the input rotated left", "the nearest coloured cell below", "the most
-frequent colour"). Trees grow greedily, a question at a time, and stop at the first
+frequent colour"). Where the output keeps the input's shape the tree may also ask
+questions about the input grid that the network does not read (``input_questions``:
+"is the cell enclosed?", "is a neighbour blue?", "is it inside the blue cells' bounding
+box?"). Trees grow greedily, a question at a time, and stop at the first
 depth where every demonstration cell is explained; a task no shallow tree explains gets
 no rule.
 
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.grid_features import COLOURS, LAYOUT, RAY_DISTANCE_CELLS
+from engine.grid_features import COLOURS, LAYOUT, RAY_DISTANCE_CELLS, _components
 
 Grid = np.ndarray
 MAX_DEPTH = 5
@@ -41,6 +44,77 @@ def _block_starts() -> list[tuple[str, bool, int]]:
 COPYABLE = [(name, start) for name, is_colour, start in _block_starts()
             if is_colour and name not in ("block_histogram", "row_colours", "column_colours", "input_colours")]
 RAY_DISTANCES = [start for name, _, start in _block_starts() if name.startswith("ray") and name.endswith("_distance")]
+
+
+def _enclosed(grid: np.ndarray) -> np.ndarray:
+    """Cells of the background (the most frequent colour) that no path through the
+    background connects to the border: holes inside shapes."""
+    height, width = grid.shape
+    background = grid == np.bincount(grid.ravel(), minlength=COLOURS).argmax()
+    reached = np.zeros_like(background)
+    stack = [(r, c) for r in range(height) for c in range(width)
+             if background[r, c] and (r in (0, height - 1) or c in (0, width - 1))]
+    for r, c in stack:
+        reached[r, c] = True
+    while stack:
+        y, x = stack.pop()
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if 0 <= ny < height and 0 <= nx < width and background[ny, nx] and not reached[ny, nx]:
+                reached[ny, nx] = True
+                stack.append((ny, nx))
+    return background & ~reached
+
+
+def _inside_box(mask: np.ndarray) -> np.ndarray:
+    """Cells inside the bounding box of ``mask``'s cells (none where it has none)."""
+    inside = np.zeros_like(mask)
+    rows, cols = np.nonzero(mask)
+    if len(rows):
+        inside[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+    return inside
+
+
+def _inside_object_boxes(grid: np.ndarray) -> np.ndarray:
+    """Colour-0 cells inside the bounding box of an object (4-connected, one colour, two
+    cells or more)."""
+    labels = _components(grid)
+    sizes = np.bincount(labels.ravel())
+    inside = np.zeros(grid.shape, dtype=bool)
+    for label in range(1, len(sizes)):      # label 0: colour 0, no object
+        if sizes[label] > 1:
+            inside |= _inside_box(labels == label)
+    return inside & (grid == 0)
+
+
+def _neighbour_colours(grid: np.ndarray) -> np.ndarray:
+    """[10, H, W]: one of the cell's 8 neighbours has colour c."""
+    height, width = grid.shape
+    padded = np.pad(grid, 1, constant_values=-1)
+    near = np.zeros((COLOURS, height, width), dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                shifted = padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                near |= shifted[None] == np.arange(COLOURS)[:, None, None]
+    return near
+
+
+INPUT_QUESTIONS = 3 + (COLOURS - 1) + COLOURS
+
+
+def input_questions(grid: np.ndarray, output_shape: tuple[int, int]) -> np.ndarray:
+    """[INPUT_QUESTIONS, H, W] yes/no channels about the input grid (in the task's frame)
+    for an output of its shape: the cell is enclosed; inside an object's bounding box;
+    inside the bounding box of every coloured cell; inside the bounding box of colour c
+    (1-9); next to colour c (0-9). All no where the output has another shape, since its
+    cells then have no input cell of their own."""
+    grid = np.asarray(grid, dtype=np.int64)
+    if grid.shape != tuple(output_shape):
+        return np.zeros((INPUT_QUESTIONS, *output_shape), dtype=np.float32)
+    channels = [_enclosed(grid), _inside_object_boxes(grid), _inside_box(grid > 0)]
+    channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
+    channels += list(_neighbour_colours(grid))
+    return np.stack(channels).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.grid_features import cell_features
-from engine.rule_tree import COPYABLE, Leaf, fit_rule, learn_rule, predict_rule
+from engine.grid_features import CHANNELS, cell_features
+from engine.rule_tree import (COPYABLE, INPUT_QUESTIONS, Leaf, Node, fit_rule, input_questions,
+                              learn_rule, predict_rule)
 
 
 def random_grid(rng, shape, colours=4):
@@ -15,6 +16,36 @@ def random_grid(rng, shape, colours=4):
 
 def features(grids_and_shapes):
     return [cell_features(grid, shape) for grid, shape in grids_and_shapes]
+
+
+def with_input_questions(grid, shape):
+    return np.concatenate([cell_features(grid, shape), input_questions(grid, shape)])
+
+
+def outlines(rng, shape, count):
+    """Hollow rectangles of colour 2 on colour 0, each at least 3x3 (so it has a hole)."""
+    grid = np.zeros(shape, np.uint8)
+    for _ in range(count):
+        h, w = rng.integers(3, 6, size=2)
+        r, c = rng.integers(0, shape[0] - h + 1), rng.integers(0, shape[1] - w + 1)
+        grid[r:r + h, c:c + w] = 2
+        grid[r + 1:r + h - 1, c + 1:c + w - 1] = 0
+    return grid
+
+
+def fill_holes(grid):
+    """Fill with 4 what no path of 0s links to the border (the answer, computed apart)."""
+    out = grid.copy()
+    outside = np.zeros(grid.shape, bool)
+    frontier = [(r, c) for r in range(grid.shape[0]) for c in range(grid.shape[1])
+                if grid[r, c] == 0 and (r in (0, grid.shape[0] - 1) or c in (0, grid.shape[1] - 1))]
+    while frontier:
+        r, c = frontier.pop()
+        if 0 <= r < grid.shape[0] and 0 <= c < grid.shape[1] and grid[r, c] == 0 and not outside[r, c]:
+            outside[r, c] = True
+            frontier += [(r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)]
+    out[(grid == 0) & ~outside] = 4
+    return out
 
 
 def test_a_rotation_is_one_leaf_that_copies_the_rotated_input():
@@ -78,3 +109,45 @@ def test_a_cell_next_to_a_coloured_cell_is_asked_about():
     assert fit is not None and fit.leave_one_out == 1.0
     test = np.where(rng.random((7, 5)) < 0.4, rng.integers(1, 4, (7, 5)), 0).astype(np.uint8)
     np.testing.assert_array_equal(predict_rule(fit.tree, cell_features(test, test.shape)), rule(test))
+
+
+def test_filling_holes_is_one_question_about_the_input_grid():
+    rng = np.random.default_rng(5)
+    inputs = [outlines(rng, (9, 9), 2) for _ in range(3)]
+    outputs = [fill_holes(g) for g in inputs]
+    assert any((o == 4).any() for o in outputs)
+    fit = learn_rule([with_input_questions(g, g.shape) for g in inputs], outputs)
+    # enclosed? (the first input question, after the cell features) -> 4, else the input's colour
+    assert fit is not None and fit.depth == 1 and isinstance(fit.tree, Node)
+    assert fit.tree.question == CHANNELS and fit.tree.yes == Leaf(colour=4)
+    test = outlines(rng, (12, 10), 3)
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)), fill_holes(test))
+    # the network's cell features alone need a deeper tree for the same task, or none
+    plain = fit_rule(features([(g, g.shape) for g in inputs]), outputs)
+    assert plain is None or plain != fit.tree
+
+
+def test_outlining_objects_asks_which_colours_are_next_to_a_cell():
+    # "Every empty cell touching a 3, diagonals included, becomes 8."
+    def rule(grid):
+        padded = np.pad(grid == 3, 1)
+        near = sum(padded[1 + dy:1 + dy + grid.shape[0], 1 + dx:1 + dx + grid.shape[1]]
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+        return np.where((grid == 0) & (near > 0), 8, grid).astype(np.uint8)
+    rng = np.random.default_rng(6)
+    def scattered(shape):
+        return np.where(rng.random(shape) < 0.12, rng.choice([1, 3], size=shape), 0).astype(np.uint8)
+    inputs = [scattered((8, 8)) for _ in range(3)]
+    fit = learn_rule([with_input_questions(g, g.shape) for g in inputs], [rule(g) for g in inputs])
+    assert fit is not None and fit.depth <= 2
+    test = scattered((10, 7))
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)), rule(test))
+
+
+def test_input_questions_are_all_no_where_the_output_has_another_shape():
+    grid = np.array([[0, 0, 0, 0, 0, 0], [0, 2, 2, 2, 0, 0], [0, 2, 0, 2, 0, 0], [0, 2, 2, 2, 0, 0]], np.uint8)
+    same = input_questions(grid, grid.shape)
+    assert same.shape == (INPUT_QUESTIONS, 4, 6) and same[0, 2, 2] == 1 and same[0].sum() == 1   # the hole
+    assert same[2, 1:, 1:4].all() and same[2].sum() == 9             # inside the coloured cells' box
+    other = input_questions(grid, (6, 4))
+    assert other.shape == (INPUT_QUESTIONS, 6, 4) and not other.any()
