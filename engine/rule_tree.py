@@ -6,7 +6,9 @@ an output cell ("is the aligned input cell red?", "is the nearest coloured cell 
 left the same colour as the one above?", "is the cell below coloured?"), each leaf
 gives the cell its colour: either a constant colour or the colour read through one
 feature ("the input rotated left", "the nearest coloured cell below", "the most
-frequent colour"). Where the output keeps the input's shape the tree may also ask
+frequent colour"), or, where no tree of such leaves explains the task, the colour one feature
+names passed through a table learned from the demonstrations ("red becomes blue, blue
+becomes red"). Where the output keeps the input's shape the tree may also ask
 questions about the input grid that the network does not read (``input_questions``:
 "is the cell enclosed?", "is a neighbour blue?", "is it inside the blue cells' bounding
 box?"). Trees grow greedily, a question at a time, and stop at the first
@@ -120,7 +122,8 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int]) -> np.ndarr
 @dataclass(frozen=True)
 class Leaf:
     colour: int | None = None     # a constant colour, or
-    copy: int | None = None       # the index in COPYABLE of the block whose colour is copied
+    copy: int | None = None       # the index in COPYABLE of the block whose colour is copied,
+    recolour: tuple[int, ...] | None = None   # through this table (-1: a colour never seen)
 
 
 @dataclass(frozen=True)
@@ -164,12 +167,30 @@ def _leaf(action: int) -> Leaf:
     return Leaf(colour=action) if action < COLOURS else Leaf(copy=action - COLOURS)
 
 
-def _grow(questions: np.ndarray, explained: np.ndarray, depth: int) -> Node | Leaf | None:
+def _recolouring_leaf(colours: np.ndarray, targets: np.ndarray) -> Leaf | None:
+    """A leaf that copies a block's colour through a table, where one table maps the
+    colour that block names to the target colour in every cell ("red becomes blue")."""
+    for block in range(colours.shape[1]):
+        named = colours[:, block]
+        if (named < 0).any():
+            continue
+        table = np.full(COLOURS, -1)
+        table[named] = targets
+        if np.array_equal(table[named], targets):
+            return Leaf(copy=block, recolour=tuple(int(c) for c in table))
+    return None
+
+
+def _grow(questions: np.ndarray, explained: np.ndarray, colours: np.ndarray, targets: np.ndarray,
+          depth: int, recolour: bool) -> Node | Leaf | None:
     """The tree (at most ``depth`` questions deep) that explains every cell, or None."""
     counts = explained.sum(0)
     best = int(np.argmax(counts))
     if counts[best] == len(explained):
         return _leaf(best)
+    recolouring = _recolouring_leaf(colours, targets) if recolour else None
+    if recolouring is not None:
+        return recolouring
     if depth == 0:
         return None
     # The question after which one action per side explains the most cells.
@@ -183,8 +204,9 @@ def _grow(questions: np.ndarray, explained: np.ndarray, depth: int) -> Node | Le
         if not splits[question]:
             break
         answer = questions[:, question]
-        yes = _grow(questions[answer], explained[answer], depth - 1)
-        no = _grow(questions[~answer], explained[~answer], depth - 1) if yes is not None else None
+        yes = _grow(questions[answer], explained[answer], colours[answer], targets[answer], depth - 1, recolour)
+        no = (_grow(questions[~answer], explained[~answer], colours[~answer], targets[~answer], depth - 1, recolour)
+              if yes is not None else None)
         if yes is not None and no is not None:
             return Node(int(question), yes, no)
     return None
@@ -194,7 +216,10 @@ def _apply(tree: Node | Leaf, questions: np.ndarray, colours: np.ndarray) -> np.
     if isinstance(tree, Leaf):
         if tree.colour is not None:
             return np.full(len(questions), tree.colour, dtype=np.int64)
-        return colours[:, tree.copy]
+        named = colours[:, tree.copy]
+        if tree.recolour is None:
+            return named
+        return np.where(named >= 0, np.asarray(tree.recolour)[named], -1)
     answer = questions[:, tree.question]
     out = np.empty(len(questions), dtype=np.int64)
     out[answer] = _apply(tree.yes, questions[answer], colours[answer])
@@ -219,15 +244,18 @@ def _cells(features: np.ndarray) -> np.ndarray:
 
 
 def fit_rule(demo_features: list[np.ndarray], demo_outputs: list[Grid]) -> Node | Leaf | None:
-    """The shallowest tree (growing depth by depth) that explains every demonstration cell."""
+    """The shallowest tree (growing depth by depth) that explains every demonstration cell;
+    leaves that recolour through a table only where no tree without them does (a table
+    explains many cells on its own, so it would displace the simpler rules)."""
     features = np.concatenate([_cells(f) for f in demo_features])
     targets = np.concatenate([np.asarray(o, dtype=np.int64).ravel() for o in demo_outputs])
     colours = _read_colours(features)
     questions, explained = _questions(features, colours), _explained(colours, targets)
-    for depth in range(MAX_DEPTH + 1):
-        tree = _grow(questions, explained, depth)
-        if tree is not None:
-            return tree
+    for recolour in (False, True):
+        for depth in range(MAX_DEPTH + 1):
+            tree = _grow(questions, explained, colours, targets, depth, recolour)
+            if tree is not None:
+                return tree
     return None
 
 

@@ -151,3 +151,26 @@ def test_input_questions_are_all_no_where_the_output_has_another_shape():
     assert same[2, 1:, 1:4].all() and same[2].sum() == 9             # inside the coloured cells' box
     other = input_questions(grid, (6, 4))
     assert other.shape == (INPUT_QUESTIONS, 6, 4) and not other.any()
+
+
+def test_a_colour_table_is_a_leaf_only_where_no_plain_tree_explains_the_task():
+    # Eight colours swapped in pairs: too many for a tree of "is it colour c?" questions.
+    table = np.array([0, 5, 6, 4, 3, 1, 2, 7, 9, 8])
+    rng = np.random.default_rng(7)
+    inputs = [rng.choice([1, 2, 3, 4, 5, 6, 8, 9], size=(3, 3)).astype(np.uint8) for _ in range(4)]
+    fit = learn_rule(features([(g, g.shape) for g in inputs]), [table[g] for g in inputs])
+    top_left = [name for name, _ in COPYABLE].index("top_left")
+    assert fit.depth == 0 and fit.tree.copy == top_left and fit.tree.recolour[1] == 5
+    test = rng.choice([1, 2, 3, 4, 5, 6, 8, 9], size=(4, 5)).astype(np.uint8)
+    np.testing.assert_array_equal(predict_rule(fit.tree, cell_features(test, test.shape)), table[test])
+    # a colour the demonstrations never showed has no entry: the rule does not apply
+    assert predict_rule(fit.tree, cell_features(np.full((2, 2), 7, np.uint8), (2, 2))) is None
+    # where a plain tree exists (the three-colour map above), no table is used
+    mapping = np.array([0, 5, 6, 4])
+    small = [random_grid(rng, (3, 5)) for _ in range(4)]
+    plain = fit_rule(features([(g, g.shape) for g in small]), [mapping[g] for g in small])
+    assert all(leaf.recolour is None for leaf in leaves(plain))
+
+
+def leaves(tree):
+    return [tree] if isinstance(tree, Leaf) else leaves(tree.yes) + leaves(tree.no)
