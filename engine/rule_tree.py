@@ -204,9 +204,10 @@ def _grow(questions: np.ndarray, explained: np.ndarray, colours: np.ndarray, tar
         if not splits[question]:
             break
         answer = questions[:, question]
-        yes = _grow(questions[answer], explained[answer], colours[answer], targets[answer], depth - 1, recolour)
-        no = (_grow(questions[~answer], explained[~answer], colours[~answer], targets[~answer], depth - 1, recolour)
-              if yes is not None else None)
+        yes = _grow(questions[answer], explained[answer], colours[answer], targets[answer],
+                    depth - 1, recolour)
+        no = None if yes is None else _grow(questions[~answer], explained[~answer], colours[~answer],
+                                            targets[~answer], depth - 1, recolour)
         if yes is not None and no is not None:
             return Node(int(question), yes, no)
     return None
