@@ -210,7 +210,9 @@ def main() -> None:
                         ("--checkpoint", args.checkpoint), ("--device", args.device)):
         if value is not None:
             command += [flag, str(value)]
-    command += ["--no-rule"] * args.no_rule + ["--no-dihedral"] * args.no_dihedral + ["--no-colour-permutations"] * args.no_colour_permutations
+    for flag, given in (("--no-rule", args.no_rule), ("--no-dihedral", args.no_dihedral),
+                        ("--no-colour-permutations", args.no_colour_permutations)):
+        command += [flag] * given
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"workspace {workspace}; sage-engine {' '.join(command)}", flush=True)
     started = time.time()
