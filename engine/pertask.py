@@ -442,7 +442,9 @@ def solve_task(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid],
     """Learn the task from ``demos`` and answer each of ``test_inputs`` with two attempts.
     With several models, their views are pooled before voting: a model whose views agree
     on one grid weighs more than one whose views scatter. Deterministic for a given seed
-    on CPU with one thread."""
+    on CPU with one thread. Once ``should_stop`` answers yes, it returns after the current
+    student's training with no attempts: the caller keeps no answer, so nothing is predicted
+    and the rule student is not asked."""
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -457,6 +459,9 @@ def solve_task(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid],
     for variant in model_variants(settings):
         net = build_network(variant, init_state).to(settings.device)
         losses += train_on_demos(net, demos, shapes, variant, fixed, rng, should_stop)
+        if should_stop is not None and should_stop():
+            return TaskSolution([], losses, len(losses), time.perf_counter() - started, 0.0,
+                                shapes.describe(), fixed)
         first_net = first_net or net
         for grid, pooled, other in zip(test_inputs, views, other_shape_views):
             candidates = shapes.candidates(grid)

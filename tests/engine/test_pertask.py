@@ -233,3 +233,17 @@ def test_cells_that_change_weigh_more_in_the_loss():
     copied = per_cell.sum() - per_cell[2, 2]
     assert torch.isclose(plain, per_cell.mean())
     assert torch.isclose(weighted, (copied + 4 * per_cell[2, 2]) / 16)
+
+
+def test_a_stop_request_ends_the_task_without_answering_it():
+    """A stopping evaluation keeps no answer for the task in hand: no prediction, no rule
+    student (which would answer this task at once), and only the steps already taken."""
+    rng = np.random.default_rng(8)
+    demos = [(g, np.rot90(g).copy()) for g in (random_grid(rng, (4, 4)) for _ in range(3))]
+    test = random_grid(rng, (4, 4))
+    asked = iter([False] * 5 + [True] * 1000)
+    stopped = solve_task(demos, [test], PerTaskSettings(steps=50, width=16, depth=1, models=3),
+                         should_stop=lambda: next(asked))
+    assert stopped.attempts == [] and stopped.rule == "" and not stopped.rule_answered
+    assert stopped.steps == 5
+    assert solve_task(demos, [test], PerTaskSettings(steps=5, width=16, depth=1)).rule_answered
