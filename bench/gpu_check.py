@@ -31,6 +31,8 @@
    Multi-Process Service (MPS: kernels of several processes run at once); the faster
    set-up is written to ``--choice FILE`` for the full run (bench/arc_generalise.py
    --set arc1-eval --device cuda).
+   ``--learning --all-400`` runs 8, then that full run (the default, rule student included,
+   all 400 tasks under MPS, stopped after 8 minutes) in place of 9 and 10: one device call.
 
 Prints a summary and writes gpu_check.json (and a screenshot) to --out.
 """
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -269,47 +272,69 @@ def pertask_on_gpu(task_ids=("00576224", "0934a4d8"), steps=300) -> None:
 
 
 SAMPLE_TIMEOUT_S = 120   # a set-up slower than this on the sample could not do the 400 in 10 minutes
+ALL_400_TIMEOUT_S = 480  # the GPU target: all 400 within 10 minutes, with room left in one device call
 
 
-def ttt_sample(sample: int, workers: int, choice: Path) -> None:
-    """Test-time training through the engine on a random sample of the 400 tasks, with
-    ``workers`` worker processes sharing the GPU, without and with MPS."""
-    print(f"\n== test-time training, {sample} random tasks of the 400, {workers} workers ==")
+def end_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started in its own session and everything it started (asked first,
+    then killed), and no other process on the machine."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)   # workers that outlived their engine
+    except ProcessLookupError:
+        pass
+    process.communicate()
+
+
+def ttt_on_gpu(sample: int | None, workers: int, setups: tuple[str, ...], timeout: int,
+               choice: Path | None = None) -> None:
+    """Test-time training through the engine (the default: three students and the rule
+    student) on a random sample of the 400 tasks, or on all 400 (``sample`` None), with
+    ``workers`` worker processes sharing the GPU, in each set-up: ``cuda`` (the workers
+    take turns on the GPU) or ``cuda+mps`` (NVIDIA's Multi-Process Service runs)."""
+    what = f"{sample} random tasks of the 400" if sample else "all 400 tasks"
+    print(f"\n== test-time training, {what}, {workers} workers ==")
     bench = Path(__file__).resolve().parent / "arc_generalise.py"
+    tasks = ["--sample", str(sample), "--sample-seed", "7"] if sample else []
     figures = {}
-    for setup in ("cuda", "cuda+mps"):
+    for setup in setups:
         mps = setup.endswith("+mps")
         if mps and subprocess.run("nvidia-cuda-mps-control -d", shell=True).returncode != 0:
             figures[setup] = "MPS did not start"
             print(f"  {setup}: MPS did not start")
             continue
+        # Its own process group: the bench, its engine and the engine's workers end together.
+        start = time.perf_counter()
+        bench_process = subprocess.Popen(
+            [sys.executable, str(bench), "--set", "arc1-eval", *tasks,
+             "--workers", str(workers), "--device", setup.split("+")[0],
+             "--workspace", tempfile.mkdtemp(prefix=f"ttt-{setup}-")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            start = time.perf_counter()
-            result = subprocess.run(
-                [sys.executable, str(bench), "--set", "arc1-eval", "--sample", str(sample), "--sample-seed", "7",
-                 "--workers", str(workers), "--device", setup.split("+")[0],
-                 "--workspace", tempfile.mkdtemp(prefix=f"ttt-{setup}-")],
-                capture_output=True, text=True, timeout=SAMPLE_TIMEOUT_S)
+            stdout, stderr = bench_process.communicate(timeout=timeout)
             wall = time.perf_counter() - start
-            row = next((line for line in result.stdout.splitlines() if line.startswith("| arc1-eval")), None)
-            figures[setup] = {"wall_s": round(wall, 1), "exit": result.returncode, "row": row,
-                              "tail": (result.stdout + result.stderr)[-600:] if result.returncode else ""}
+            row = next((line for line in stdout.splitlines() if line.startswith("| arc1-eval")), None)
+            figures[setup] = {"wall_s": round(wall, 1), "exit": bench_process.returncode, "row": row,
+                              "tail": (stdout + stderr)[-600:] if bench_process.returncode else "",
+                              "report": stdout[-3000:] if not sample else ""}
         except subprocess.TimeoutExpired:
-            figures[setup] = {"wall_s": None, "exit": f"timed out after {SAMPLE_TIMEOUT_S} s"}
-            # The bench is gone but its engine and workers are not: stop them before the next set-up.
-            subprocess.run(["pkill", "-TERM", "-f", "-m engine eval"])
-            time.sleep(5)
-            subprocess.run(["pkill", "-KILL", "-f", "multiprocessing.spawn"])
+            figures[setup] = {"wall_s": None, "exit": f"timed out after {timeout} s"}
+            end_process_group(bench_process)
         finally:
             if mps:
                 subprocess.run("echo quit | nvidia-cuda-mps-control", shell=True)
         print(f"  {setup}: {figures[setup]}")
-    timed = {k: v["wall_s"] for k, v in figures.items() if isinstance(v, dict) and v.get("exit") == 0}
-    best = min(timed, key=timed.get) if timed else "cpu"   # no GPU set-up finished in time
-    figures["fastest"] = best
-    choice.write_text(best)
-    print(f"  fastest: {best} (written to {choice})")
-    RESULTS["ttt_sample"] = figures
+    if choice is not None:
+        timed = {k: v["wall_s"] for k, v in figures.items() if isinstance(v, dict) and v.get("exit") == 0}
+        best = min(timed, key=timed.get) if timed else "cpu"   # no GPU set-up finished in time
+        figures["fastest"] = best
+        choice.write_text(best)
+        print(f"  fastest: {best} (written to {choice})")
+    RESULTS["ttt_all_400" if sample is None else "ttt_sample"] = figures
 
 
 GR00T_BATCH_SIZES = (1, 8, 32)
@@ -380,6 +405,10 @@ def main() -> None:
     parser.add_argument("--learning", action="store_true",
                         help="only the learning issue's parts (8-10): attention throughput, the per-task "
                              "student on the GPU, test-time training on a sample of tasks")
+    parser.add_argument("--all-400", action="store_true",
+                        help="with --learning: after the attention throughput, the default test-time "
+                             "training on all 400 ARC-AGI-1 evaluation tasks under MPS (about 6 minutes on "
+                             "an H100), instead of the per-task and sample parts")
     parser.add_argument("--sample", type=int, default=48, help="--learning: tasks in the sample")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="--learning: worker processes")
     parser.add_argument("--choice", default="/tmp/sage_ttt_choice", help="--learning: where the fastest set-up goes")
@@ -401,8 +430,14 @@ def main() -> None:
         write_results(out)
         return
     if args.learning:
-        for part, call in (("attention", attention_throughput), ("pertask", pertask_on_gpu),
-                           ("ttt_sample", lambda: ttt_sample(args.sample, args.workers, Path(args.choice)))):
+        parts = [("attention", attention_throughput)]
+        if args.all_400:
+            parts.append(("ttt_all_400", lambda: ttt_on_gpu(None, args.workers, ("cuda+mps",), ALL_400_TIMEOUT_S)))
+        else:
+            parts += [("pertask", pertask_on_gpu),
+                      ("ttt_sample", lambda: ttt_on_gpu(args.sample, args.workers, ("cuda", "cuda+mps"),
+                                                        SAMPLE_TIMEOUT_S, Path(args.choice)))]
+        for part, call in parts:
             try:
                 call()
             except Exception as exc:  # one part failing must not cost the others' figures
