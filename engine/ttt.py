@@ -21,6 +21,8 @@ import multiprocessing
 import os
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -291,13 +293,22 @@ def _outcomes(ctx: RunContext, pending: list[ArcTask], start: dict, workers: int
     spawn = multiprocessing.get_context("spawn")   # no fork of a process holding threads and locks
     stop = spawn.Event()
     watcher = _StopWatcher(ctx, stop)
+    # An executor, not a multiprocessing.Pool: a Pool replaces a worker that dies (the kernel's
+    # out-of-memory killer, a kill -9) and waits forever for the task it held.
+    executor = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker, initargs=(stop, start))
     try:
-        with spawn.Pool(workers, initializer=_init_worker, initargs=(stop, start)) as pool:
-            for outcome in pool.imap_unordered(solve, jobs, chunksize=1):
-                if outcome is None or stop.is_set():
-                    break
-                yield outcome
+        for future in as_completed([executor.submit(solve, job) for job in jobs]):
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                raise JobFailed(
+                    "a worker process ended abruptly (killed, or out of memory?); the tasks finished "
+                    "are kept: resume the run to continue at the next unfinished task") from None
+            if outcome is None or stop.is_set():
+                break
+            yield outcome
     finally:
+        executor.shutdown(wait=True, cancel_futures=True)
         watcher.close()
     if stop.is_set() or ctx.should_stop:
         raise StopRequested()

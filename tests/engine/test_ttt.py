@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -176,6 +177,49 @@ def test_the_command_line_trains_tasks_in_parallel_processes(workspace, tmp_path
         assert evaluation.n_tasks == 4 and evaluation.checkpoint_id is None
         events = [e.message for e in store.events(evaluation.run_id)]
     assert any("2 worker process(es)" in m for m in events)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_task_fails_the_run_saying_so_and_resume_finishes_it(workspace, tmp_path):
+    """The kernel's out-of-memory killer or a kill -9 can end a worker at any time: the run
+    must end failed with a reason, not wait forever for the task that worker held."""
+    folder = write_tasks(tmp_path / "tasks", count=4)
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "engine", "eval", "--dataset", str(folder), "--ttt-steps", "100000",
+         "--ttt-seconds", "4", "--workers", "2", "--workspace", str(workspace)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Once the first task is stored, both workers hold a task (4 tasks, 2 workers).
+        deadline, done = time.time() + 120, []
+        while not done and time.time() < deadline:
+            time.sleep(0.2)
+            with Store.open_readonly(workspace) as store:
+                runs = store.list_runs()
+                evaluation_id = store.evaluation_of_run(runs[0].id) if runs else None
+                done = store.evaluated_task_ids(evaluation_id) if evaluation_id else []
+        assert done, "no task finished"
+        workers = [child for child in psutil.Process(engine.pid).children()
+                   if "spawn_main" in " ".join(child.cmdline())]
+        workers[0].kill()
+        _, stderr = engine.communicate(timeout=60)
+    finally:
+        if engine.poll() is None:
+            for process in psutil.Process(engine.pid).children(recursive=True) + [psutil.Process(engine.pid)]:
+                process.kill()
+    assert engine.returncode == 1 and "Traceback" not in stderr
+    with Store.open_readonly(workspace) as store:
+        [run] = store.list_runs()
+        assert run.status == "failed"
+        assert "worker process ended abruptly" in run.message and "resume" in run.message
+        done = store.evaluated_task_ids(store.evaluation_of_run(run.id))
+    assert len(done) < 4
+
+    resumed = subprocess.run([sys.executable, "-m", "engine", "resume", str(run.id), "--workspace", str(workspace)],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    with Store.open_readonly(workspace) as store:
+        assert store.get_run(run.id).status == "finished"
+        assert sorted(store.evaluated_task_ids(store.evaluation_of_run(run.id))) == [f"task{n:02d}" for n in range(4)]
 
 
 def test_only_the_named_tasks_are_evaluated(workspace, tmp_path):
