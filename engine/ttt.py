@@ -76,6 +76,19 @@ def _init_worker(stop_event, start: dict) -> None:
     _stop_event, _worker_start = stop_event, start
 
 
+def _init_pool_worker(stop_event, start: dict) -> None:
+    _init_worker(stop_event, start)
+    threading.Thread(target=_exit_with_engine, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_engine(engine_pid: int) -> None:
+    """A worker whose engine died (kill -9, the out-of-memory killer) ends too, instead of
+    training on for nobody and then waiting forever for a next task."""
+    while os.getppid() == engine_pid:
+        time.sleep(1)
+    os._exit(1)
+
+
 def _stopping() -> bool:
     return _stop_event is not None and _stop_event.is_set()
 
@@ -295,7 +308,8 @@ def _outcomes(ctx: RunContext, pending: list[ArcTask], start: dict, workers: int
     watcher = _StopWatcher(ctx, stop)
     # An executor, not a multiprocessing.Pool: a Pool replaces a worker that dies (the kernel's
     # out-of-memory killer, a kill -9) and waits forever for the task it held.
-    executor = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker, initargs=(stop, start))
+    executor = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_pool_worker,
+                                   initargs=(stop, start))
     try:
         for future in as_completed([executor.submit(solve, job) for job in jobs]):
             try:
@@ -307,6 +321,9 @@ def _outcomes(ctx: RunContext, pending: list[ArcTask], start: dict, workers: int
             if outcome is None or stop.is_set():
                 break
             yield outcome
+    except BaseException:
+        stop.set()   # the evaluation ends here (a failure): the workers drop their tasks at once
+        raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         watcher.close()

@@ -3,6 +3,7 @@ test output, stoppable, resumed at the next unfinished task, in parallel process
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -179,33 +180,44 @@ def test_the_command_line_trains_tasks_in_parallel_processes(workspace, tmp_path
     assert any("2 worker process(es)" in m for m in events)
 
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_task_fails_the_run_saying_so_and_resume_finishes_it(workspace, tmp_path):
-    """The kernel's out-of-memory killer or a kill -9 can end a worker at any time: the run
-    must end failed with a reason, not wait forever for the task that worker held."""
-    folder = write_tasks(tmp_path / "tasks", count=4)
+def parallel_eval_under_way(workspace, folder):
+    """An engine evaluating 4 tasks with 2 workers, once its first task is stored: then both
+    workers hold a task. Returns the engine's Popen and its worker processes."""
     engine = subprocess.Popen(
         [sys.executable, "-m", "engine", "eval", "--dataset", str(folder), "--ttt-steps", "100000",
          "--ttt-seconds", "4", "--workers", "2", "--workspace", str(workspace)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, done = time.time() + 120, []
+    while not done and time.time() < deadline:
+        time.sleep(0.2)
+        with Store.open_readonly(workspace) as store:
+            runs = store.list_runs()
+            evaluation_id = store.evaluation_of_run(runs[0].id) if runs else None
+            done = store.evaluated_task_ids(evaluation_id) if evaluation_id else []
+    workers = [child for child in psutil.Process(engine.pid).children()
+               if "spawn_main" in " ".join(child.cmdline())]
+    assert done and len(workers) == 2, "no task finished"
+    return engine, workers
+
+
+def kill_all(engine, workers):
+    if engine.poll() is None:
+        engine.kill()
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_task_fails_the_run_saying_so_and_resume_finishes_it(workspace, tmp_path):
+    """The kernel's out-of-memory killer or a kill -9 can end a worker at any time: the run
+    must end failed with a reason, not wait forever for the task that worker held."""
+    engine, workers = parallel_eval_under_way(workspace, write_tasks(tmp_path / "tasks", count=4))
     try:
-        # Once the first task is stored, both workers hold a task (4 tasks, 2 workers).
-        deadline, done = time.time() + 120, []
-        while not done and time.time() < deadline:
-            time.sleep(0.2)
-            with Store.open_readonly(workspace) as store:
-                runs = store.list_runs()
-                evaluation_id = store.evaluation_of_run(runs[0].id) if runs else None
-                done = store.evaluated_task_ids(evaluation_id) if evaluation_id else []
-        assert done, "no task finished"
-        workers = [child for child in psutil.Process(engine.pid).children()
-                   if "spawn_main" in " ".join(child.cmdline())]
         workers[0].kill()
         _, stderr = engine.communicate(timeout=60)
     finally:
-        if engine.poll() is None:
-            for process in psutil.Process(engine.pid).children(recursive=True) + [psutil.Process(engine.pid)]:
-                process.kill()
+        kill_all(engine, workers)
     assert engine.returncode == 1 and "Traceback" not in stderr
     with Store.open_readonly(workspace) as store:
         [run] = store.list_runs()
@@ -220,6 +232,21 @@ def test_a_worker_killed_mid_task_fails_the_run_saying_so_and_resume_finishes_it
     with Store.open_readonly(workspace) as store:
         assert store.get_run(run.id).status == "finished"
         assert sorted(store.evaluated_task_ids(store.evaluation_of_run(run.id))) == [f"task{n:02d}" for n in range(4)]
+
+
+@pytest.mark.slow
+def test_workers_end_with_their_engine_when_it_is_killed(workspace, tmp_path):
+    """kill -9 of the engine: its workers must not train on for nobody (the task budget is
+    far longer than the wait) nor linger afterwards, holding memory."""
+    folder = write_tasks(tmp_path / "tasks", count=4)
+    engine, workers = parallel_eval_under_way(workspace, folder)
+    try:
+        engine.kill()
+        engine.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=10)
+    finally:
+        kill_all(engine, workers)
+    assert alive == []
 
 
 def test_only_the_named_tasks_are_evaluated(workspace, tmp_path):
