@@ -7,9 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from engine.grid_features import CHANNELS, cell_features, colour_channel_index
-from engine.pertask import PerTaskSettings, fixed_colours, rank_candidates, solve_task
+from engine.pertask import (IGNORE, PerTaskNet, PerTaskSettings, _random_permutation, _TrainingSet,
+                            fixed_colours, rank_candidates, solve_task)
 from engine.shapes import infer_shapes
 
 
@@ -236,8 +238,8 @@ def test_cells_that_change_weigh_more_in_the_loss():
 
 
 def test_a_stop_request_ends_the_task_without_answering_it():
-    """A stopping evaluation keeps no answer for the task in hand: no prediction, no rule
-    student (which would answer this task at once), and only the steps already taken."""
+    """A stopping evaluation keeps no answer for the task in hand: no prediction, not the
+    rule student's (which would answer this task at once), and only the steps already taken."""
     rng = np.random.default_rng(8)
     demos = [(g, np.rot90(g).copy()) for g in (random_grid(rng, (4, 4)) for _ in range(3))]
     test = random_grid(rng, (4, 4))
@@ -247,3 +249,61 @@ def test_a_stop_request_ends_the_task_without_answering_it():
     assert stopped.attempts == [] and stopped.rule == "" and not stopped.rule_answered
     assert stopped.steps == 5
     assert solve_task(demos, [test], PerTaskSettings(steps=5, width=16, depth=1)).rule_answered
+
+
+def test_a_confident_rule_leaves_the_second_attempt_to_one_network_model():
+    """Where the rule predicts every demonstration from the others, its grid is attempt 1
+    and one model of the ensemble, with its own share of the steps, gives attempt 2."""
+    rng = np.random.default_rng(8)
+    demos = [(g, np.rot90(g).copy()) for g in (random_grid(rng, (4, 4)) for _ in range(3))]
+    test = random_grid(rng, (4, 4))
+    three_models = PerTaskSettings(steps=30, width=16, depth=1, models=3)
+    confident = solve_task(demos, [test], three_models)
+    assert confident.rule_answered and "leave-one-out 100%" in confident.rule
+    assert confident.steps == 10 and "one network model" in confident.rule
+    np.testing.assert_array_equal(confident.attempts[0][0], np.rot90(test))
+    assert not np.array_equal(confident.attempts[0][1], confident.attempts[0][0])
+    assert solve_task(demos, [test], replace(three_models, confident_rule_one_model=False)).steps == 30
+    # One demonstration: the tree fitted without it predicts nothing, so the rule is not
+    # confident and the whole ensemble trains.
+    unsure = solve_task(demos[:1], [test], three_models)
+    assert unsure.rule_answered and "leave-one-out 0%" in unsure.rule and unsure.steps == 30
+
+
+def test_a_grid_without_padding_needs_no_mask():
+    """Skipping the mask where every cell is real changes nothing, in fp32 and under bf16."""
+    torch.manual_seed(0)
+    net = PerTaskNet(width=16, depth=2, colour_head=8)
+    features = torch.rand(3, CHANNELS, 5, 6)
+    every_cell = torch.ones(3, 5, 6, dtype=torch.bool)
+    assert torch.equal(net(features), net(features, every_cell))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(net(features.bfloat16()), net(features.bfloat16(), every_cell))
+    some_cells = every_cell.clone()
+    some_cells[:, 4:] = False
+    assert not torch.equal(net(features)[:, :, :4], net(features, some_cells)[:, :, :4])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_batches_recolour_features_and_targets_alike(dtype):
+    """Each sample of a batch is one demonstration in one view, its features recoloured by
+    one colour permutation and its expected output by the same one; demonstrations of
+    different shapes are padded and masked."""
+    rng = np.random.default_rng(4)
+    demos = [(g, np.where(g == 1, 2, g).astype(np.uint8))
+             for g in (random_grid(rng, (3, 4)), random_grid(rng, (5, 5)))]
+    shapes, fixed = infer_shapes(demos), fixed_colours(demos)
+    data = _TrainingSet(demos, shapes, [0, 1, 4], torch.device("cpu"), dtype)
+    assert data.padded and data.features.dtype == dtype
+    features, targets = data.batch(np.random.default_rng(9), 12, fixed, permute=True)
+    replay = np.random.default_rng(9)   # the same draws, in the same order
+    index = replay.integers(data.size, size=12)
+    perms = [_random_permutation(replay, fixed) for _ in range(12)]
+    assert len({tuple(p) for p in perms}) > 1
+    for sample, (i, perm) in enumerate(zip(index, perms)):
+        stored = data.features[i][torch.from_numpy(colour_channel_index(perm))]
+        assert torch.equal(features[sample], stored)
+        expected = data.targets[i]
+        real = expected != IGNORE
+        assert torch.equal(targets[sample][real], torch.from_numpy(perm)[expected[real]])
+        assert (targets[sample][~real] == IGNORE).all()
