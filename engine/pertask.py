@@ -15,7 +15,8 @@ How it answers a task (``solve_task``):
 5. Beside the networks, the rule student (``engine.rule_tree``) looks for a shallow
    decision tree over the same cell features that explains every demonstration cell;
    where one exists, its grid is attempt 1 and the networks' first different grid is
-   attempt 2.
+   attempt 2. Where the tree is confident (fitted without each demonstration, it still
+   predicts that demonstration), only the ensemble's first network trains.
 
 ``solve_task`` receives the demonstrations and the test *inputs* only: it cannot see a
 test output. The same network class can be pretrained across many tasks
