@@ -138,14 +138,16 @@ class PerTaskNet(nn.Module):
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``mask`` [B, H, W] marks the real cells of padded grids; None: every cell is real
         and the masking multiplications are skipped."""
+        # The residual stream stays float32 under autocast (the float32 mask makes it so).
+        x = F.gelu(self.embed(features))
         if mask is None:
             b, _, h, w = features.shape
             cells = torch.full((b, 1), float(h * w), device=features.device)
-            x = F.gelu(self.embed(features)).float()   # the residual stream stays float32 under autocast
+            x = x.float()
         else:
-            mask = mask[:, None].float()   # float32 also for bf16 features: the residual stream stays float32
+            mask = mask[:, None].float()
             cells = mask.sum((2, 3)).clamp(min=1.0)
-            x = F.gelu(self.embed(features)) * mask
+            x = x * mask
         for block in self.blocks:
             x = block(x, mask, cells)
         aligned = features[:, self.copy_channels].unflatten(1, (len(ALIGNMENTS), COLOURS))
