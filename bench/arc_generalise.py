@@ -198,7 +198,7 @@ def main() -> None:
 
     if args.compare and not (Path(args.compare) / DB_FILENAME).is_file():
         sys.exit(f"--compare: no workspace at {args.compare} (give the folder an earlier bench run printed)")
-    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="sage-bench-"))
+    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="sage-bench-")).resolve()   # the engine runs from the repository root
 
     Store.open(workspace).close()   # `sage-engine eval` runs in an existing workspace
     command = ["eval", "--dataset", dataset, "--seed", str(args.seed)]

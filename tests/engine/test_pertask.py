@@ -251,23 +251,24 @@ def test_a_stop_request_ends_the_task_without_answering_it():
     assert solve_task(demos, [test], PerTaskSettings(steps=5, width=16, depth=1)).rule_answered
 
 
-def test_a_confident_rule_leaves_the_second_attempt_to_one_network_model():
+def test_a_confident_rule_leaves_the_second_attempt_to_one_short_network_model():
     """Where the rule predicts every demonstration from the others, its grid is attempt 1
-    and one model of the ensemble, with its own share of the steps, gives attempt 2."""
+    and one model of the ensemble, with a third of its share of the steps, gives attempt 2."""
     rng = np.random.default_rng(8)
     demos = [(g, np.rot90(g).copy()) for g in (random_grid(rng, (4, 4)) for _ in range(3))]
     test = random_grid(rng, (4, 4))
-    three_models = PerTaskSettings(steps=30, width=16, depth=1, models=3)
+    three_models = PerTaskSettings(steps=90, width=16, depth=1, models=3)
     confident = solve_task(demos, [test], three_models)
     assert confident.rule_answered and "leave-one-out 100%" in confident.rule
-    assert confident.steps == 10 and "one network model" in confident.rule
+    assert confident.steps == 10 and "one network model of 10 steps" in confident.rule
     np.testing.assert_array_equal(confident.attempts[0][0], np.rot90(test))
     assert not np.array_equal(confident.attempts[0][1], confident.attempts[0][0])
-    assert solve_task(demos, [test], replace(three_models, confident_rule_one_model=False)).steps == 30
+    assert solve_task(demos, [test], replace(three_models, confident_rule_share=1.0)).steps == 30
+    assert solve_task(demos, [test], replace(three_models, confident_rule_share=None)).steps == 90
     # One demonstration: the tree fitted without it predicts nothing, so the rule is not
     # confident and the whole ensemble trains.
     unsure = solve_task(demos[:1], [test], three_models)
-    assert unsure.rule_answered and "leave-one-out 0%" in unsure.rule and unsure.steps == 30
+    assert unsure.rule_answered and "leave-one-out 0%" in unsure.rule and unsure.steps == 90
 
 
 def test_a_grid_without_padding_needs_no_mask():
