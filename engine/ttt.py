@@ -369,6 +369,6 @@ def _store_outcome(ctx: RunContext, evaluation_id: int, task: ArcTask, outcome: 
                               TaskScore(evaluation_id, task.id, len(predictions), solved1, solved2, score),
                               task.to_dict()["train"])
     ctx.event("task", f"{task.id}: {solved2}/{len(predictions)} solved, {len(outcome.losses)} steps, "
-                      f"{outcome.seconds:.1f} s, demonstrations reproduced {outcome.demo_exact:.0%}, "
+                      f"{outcome.seconds:.1f} s, the first network reproduces {outcome.demo_exact:.0%} of the demonstrations, "
                       f"shape: {outcome.shapes}" + (f"; {outcome.rule}" if outcome.rule else ""))
     return score
