@@ -518,7 +518,8 @@ def _rule_answers(demos: list[tuple[Grid, Grid]], test_inputs: list[Grid], shape
     input; and whether it is confident: the tree fitted without each demonstration
     predicts that demonstration (leave-one-out 100%)."""
     def features(grid: Grid, output_shape: tuple[int, int]) -> np.ndarray:
-        return np.concatenate([_features(shapes, grid, output_shape), input_questions(grid, output_shape)])
+        return np.concatenate([_features(shapes, grid, output_shape),
+                               input_questions(grid, output_shape, _crop_corner(shapes, grid))])
 
     fit = learn_rule([features(inp, out.shape) for inp, out in demos], [out for _, out in demos])
     if fit is None:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.grid_features import COLOURS, LAYOUT, RAY_DISTANCE_CELLS, _components
+from engine.grid_features import CHANNELS, COLOURS, LAYOUT, RAY_DISTANCE_CELLS, _components
+from engine.symmetry import repaired
 
 Grid = np.ndarray
 MAX_DEPTH = 5
@@ -101,22 +102,41 @@ def _neighbour_colours(grid: np.ndarray) -> np.ndarray:
     return near
 
 
-INPUT_QUESTIONS = 3 + (COLOURS - 1) + COLOURS
+INPUT_QUESTIONS = 3 + (COLOURS - 1) + COLOURS + COLOURS + 1
 
 
-def input_questions(grid: np.ndarray, output_shape: tuple[int, int]) -> np.ndarray:
-    """[INPUT_QUESTIONS, H, W] yes/no channels about the input grid (in the task's frame)
-    for an output of its shape: the cell is enclosed; inside an object's bounding box;
-    inside the bounding box of every coloured cell; inside the bounding box of colour c
-    (1-9); next to colour c (0-9). All no where the output has another shape, since its
-    cells then have no input cell of their own."""
+def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
+                    crop: tuple[int, int] | None = None) -> np.ndarray:
+    """[INPUT_QUESTIONS, H, W] channels about the input grid (in the task's frame) for an
+    output of ``output_shape``. Where the output keeps the input's shape, yes/no: the cell
+    is enclosed; inside an object's bounding box; inside the bounding box of every
+    coloured cell; inside the bounding box of colour c (1-9); next to colour c (0-9). Then,
+    there or where the output is cut from the input at ``crop`` (its top-left corner), the
+    colour of the cell in the input repaired from its own symmetries (``engine.symmetry``;
+    one-hot, and whether it names one), a colour a leaf may copy. All zero otherwise,
+    since the output's cells then have no input cell of their own."""
     grid = np.asarray(grid, dtype=np.int64)
-    if grid.shape != tuple(output_shape):
-        return np.zeros((INPUT_QUESTIONS, *output_shape), dtype=np.float32)
-    channels = [_enclosed(grid), _inside_object_boxes(grid), _inside_box(grid > 0)]
-    channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
-    channels += list(_neighbour_colours(grid))
+    height, width = output_shape
+    questions = INPUT_QUESTIONS - COLOURS - 1
+    if grid.shape == (height, width):
+        channels = [_enclosed(grid), _inside_object_boxes(grid), _inside_box(grid > 0)]
+        channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
+        channels += list(_neighbour_colours(grid))
+        restored = repaired(grid)
+    elif crop is not None:
+        channels = [np.zeros((height, width), dtype=bool)] * questions
+        restored = np.full((height, width), -1)
+        part = repaired(grid)[crop[0]:crop[0] + height, crop[1]:crop[1] + width]
+        restored[:part.shape[0], :part.shape[1]] = part
+    else:
+        return np.zeros((INPUT_QUESTIONS, height, width), dtype=np.float32)
+    channels += [restored == colour for colour in range(COLOURS)] + [restored >= 0]
     return np.stack(channels).astype(np.float32)
+
+
+# The repaired input's colour, the last copyable block: after the network's features and
+# the yes/no input questions.
+COPYABLE.append(("repaired", CHANNELS + INPUT_QUESTIONS - COLOURS - 1))
 
 
 @dataclass(frozen=True)
@@ -138,6 +158,8 @@ def _read_colours(features: np.ndarray) -> np.ndarray:
     where it names none (an alignment that reads outside the input)."""
     colours = np.full((features.shape[0], len(COPYABLE)), -1, dtype=np.int64)
     for b, (_, start) in enumerate(COPYABLE):
+        if start + COLOURS > features.shape[1]:
+            continue                    # features without the input questions: no repaired input
         block = features[:, start:start + COLOURS]
         named = block.max(1) > 0.5
         colours[named, b] = block[named].argmax(1)
