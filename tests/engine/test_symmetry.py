@@ -66,3 +66,18 @@ def test_the_rule_student_copies_the_repaired_input():
     assert fit is not None and fit.leave_one_out == 1.0
     assert fit.tree == Leaf(copy=[name for name, _ in COPYABLE].index("repaired"))
     np.testing.assert_array_equal(predict_rule(fit.tree, features(inputs[3])), pictures[3])
+
+
+def test_an_output_cut_from_the_input_reads_the_repaired_input_at_the_cut():
+    """Where the output is the painted-over patch (cut from the input at its corner), the
+    repaired colours are read there; the yes/no questions, which need an input cell of
+    the output's own, are all no."""
+    rng = np.random.default_rng(5)
+    upper = rng.choice([1, 4, 7], size=(12, 12))
+    picture = np.triu(upper) + np.triu(upper, 1).T
+    broken = masked(picture, ((2, 5), (5, 9)), colour=3)
+    channels = input_questions(broken, (3, 4), crop=(2, 5))
+    restored = channels[-11:-1].argmax(0)
+    np.testing.assert_array_equal(restored, picture[2:5, 5:9])
+    assert channels[-1].all() and not channels[:-11].any()
+    assert not input_questions(broken, (3, 4)).any()       # another shape, no cut: nothing
