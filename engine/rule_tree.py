@@ -6,8 +6,9 @@ an output cell ("is the aligned input cell red?", "is the nearest coloured cell 
 left the same colour as the one above?", "is the cell below coloured?"), each leaf
 gives the cell its colour: either a constant colour or the colour read through one
 feature ("the input rotated left", "the nearest coloured cell below", "the most
-frequent colour"), or, where no tree of such leaves explains the task, the colour one feature
-names passed through a table learned from the demonstrations ("red becomes blue, blue
+frequent colour", "the input repaired from its own symmetries": ``engine.symmetry``),
+or, where no tree of such leaves explains the task, the colour one feature names
+passed through a table learned from the demonstrations ("red becomes blue, blue
 becomes red"). Where the output keeps the input's shape the tree may also ask
 questions about the input grid that the network does not read (``input_questions``:
 "is the cell enclosed?", "is a neighbour blue?", "is it inside the blue cells' bounding
