@@ -15,7 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
-MIN_SUPPORT = 0.5    # a symmetry must pair at least half the unmasked cells
+MIN_SUPPORT = 0.5    # a symmetry must pair at least half the unmasked cells,
+MIN_PAIRS = 16       # and this many (a cell and its image, each way): on tiny grids chance agrees
 MAX_ROUNDS = 4       # a masked cell may be reached through up to this many symmetries
 
 
@@ -51,12 +52,13 @@ def _candidate_maps(height: int, width: int) -> list[tuple[np.ndarray, np.ndarra
 
 def _obeyed(flat: np.ndarray, known: np.ndarray, maps) -> list[tuple[np.ndarray, np.ndarray]]:
     """The candidate symmetries every pair of known cells obeys, pairing at least
-    MIN_SUPPORT of them, the most supported first."""
+    MIN_SUPPORT of them and MIN_PAIRS (a cell its symmetry leaves in place is no evidence),
+    the most supported first."""
     obeyed = []
     for cells, images in maps:
-        both = known[cells] & known[images]
+        both = known[cells] & known[images] & (cells != images)
         support = int(both.sum())
-        if support and support >= MIN_SUPPORT * known.sum() and \
+        if support >= max(MIN_PAIRS, MIN_SUPPORT * known.sum()) and \
                 np.array_equal(flat[cells[both]], flat[images[both]]):
             obeyed.append((support, cells, images))
     obeyed.sort(key=lambda entry: -entry[0])
