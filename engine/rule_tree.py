@@ -103,7 +103,8 @@ def _neighbour_colours(grid: np.ndarray) -> np.ndarray:
     return near
 
 
-INPUT_QUESTIONS = 3 + (COLOURS - 1) + COLOURS + COLOURS + 1
+YES_NO_QUESTIONS = 3 + (COLOURS - 1) + COLOURS
+INPUT_QUESTIONS = YES_NO_QUESTIONS + COLOURS + 1   # then the repaired colour and whether it names one
 
 
 def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
@@ -118,14 +119,13 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
     since the output's cells then have no input cell of their own."""
     grid = np.asarray(grid, dtype=np.int64)
     height, width = output_shape
-    questions = INPUT_QUESTIONS - COLOURS - 1
     if grid.shape == (height, width):
         channels = [_enclosed(grid), _inside_object_boxes(grid), _inside_box(grid > 0)]
         channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
         channels += list(_neighbour_colours(grid))
         restored = repaired(grid)
     elif crop is not None:
-        channels = [np.zeros((height, width), dtype=bool)] * questions
+        channels = [np.zeros((height, width), dtype=bool)] * YES_NO_QUESTIONS
         restored = np.full((height, width), -1)
         part = repaired(grid)[crop[0]:crop[0] + height, crop[1]:crop[1] + width]
         restored[:part.shape[0], :part.shape[1]] = part
@@ -137,7 +137,7 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
 
 # The repaired input's colour, the last copyable block: after the network's features and
 # the yes/no input questions.
-COPYABLE.append(("repaired", CHANNELS + INPUT_QUESTIONS - COLOURS - 1))
+COPYABLE.append(("repaired", CHANNELS + YES_NO_QUESTIONS))
 
 
 @dataclass(frozen=True)
