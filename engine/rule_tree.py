@@ -6,7 +6,8 @@ an output cell ("is the aligned input cell red?", "is the nearest coloured cell 
 left the same colour as the one above?", "is the cell below coloured?"), each leaf
 gives the cell its colour: either a constant colour or the colour read through one
 feature ("the input rotated left", "the nearest coloured cell below", "the most
-frequent colour", "the input repaired from its own symmetries": ``engine.symmetry``),
+frequent colour", "the colour at the left end of its row", "the input repaired from its
+own symmetries": ``engine.symmetry``),
 or, where no tree of such leaves explains the task, the colour one feature names
 passed through a table learned from the demonstrations ("red becomes blue, blue
 becomes red"). Where the output keeps the input's shape the tree may also ask
@@ -48,6 +49,7 @@ def _block_starts() -> list[tuple[str, bool, int]]:
 COPYABLE = [(name, start) for name, is_colour, start in _block_starts()
             if is_colour and name not in ("block_histogram", "row_colours", "column_colours", "input_colours")]
 RAY_DISTANCES = [start for name, _, start in _block_starts() if name.startswith("ray") and name.endswith("_distance")]
+PARITY = next(start for name, _, start in _block_starts() if name == "parity")   # row, then column
 
 
 def _enclosed(grid: np.ndarray) -> np.ndarray:
@@ -104,7 +106,18 @@ def _neighbour_colours(grid: np.ndarray) -> np.ndarray:
 
 
 YES_NO_QUESTIONS = 3 + (COLOURS - 1) + COLOURS
-INPUT_QUESTIONS = YES_NO_QUESTIONS + COLOURS + 1   # then the repaired colour and whether it names one
+EDGES = ("row_left_edge", "row_right_edge", "column_top_edge", "column_bottom_edge")
+# then the repaired colour and whether it names one, then the colour at each edge
+INPUT_QUESTIONS = YES_NO_QUESTIONS + COLOURS + 1 + len(EDGES) * COLOURS
+
+
+def _edge_colours(grid: np.ndarray) -> list[np.ndarray]:
+    """The colour of the input cell at the end of the cell's row and column, one grid per
+    ``EDGES`` entry: where a border row or column is a legend ("recolour each grey cell
+    with the colour at the left of its row")."""
+    height, width = grid.shape
+    return [np.repeat(grid[:, :1], width, 1), np.repeat(grid[:, -1:], width, 1),
+            np.repeat(grid[:1], height, 0), np.repeat(grid[-1:], height, 0)]
 
 
 def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
@@ -124,20 +137,24 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
         channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
         channels += list(_neighbour_colours(grid))
         restored = repaired(grid)
+        edges = _edge_colours(grid)
     elif crop is not None:
         channels = [np.zeros((height, width), dtype=bool)] * YES_NO_QUESTIONS
         restored = np.full((height, width), -1)
         part = repaired(grid)[crop[0]:crop[0] + height, crop[1]:crop[1] + width]
         restored[:part.shape[0], :part.shape[1]] = part
+        edges = [np.full((height, width), -1)] * len(EDGES)
     else:
         return np.zeros((INPUT_QUESTIONS, height, width), dtype=np.float32)
     channels += [restored == colour for colour in range(COLOURS)] + [restored >= 0]
+    channels += [edge == colour for edge in edges for colour in range(COLOURS)]
     return np.stack(channels).astype(np.float32)
 
 
-# The repaired input's colour, the last copyable block: after the network's features and
-# the yes/no input questions.
+# The repaired input's colour and the edges' colours, the last copyable blocks: after the
+# network's features and the yes/no input questions.
 COPYABLE.append(("repaired", CHANNELS + YES_NO_QUESTIONS))
+COPYABLE.extend((name, CHANNELS + YES_NO_QUESTIONS + COLOURS + 1 + k * COLOURS) for k, name in enumerate(EDGES))
 
 
 @dataclass(frozen=True)
@@ -170,12 +187,13 @@ def _read_colours(features: np.ndarray) -> np.ndarray:
 def _questions(features: np.ndarray, colours: np.ndarray) -> np.ndarray:
     """[cells, questions] booleans: every binary feature channel is set; every pair of
     copyable blocks names the same colour; the nearest coloured cell in each direction is
-    the next cell."""
+    the next cell; the cell is a black square of a checkerboard (row and column parity agree)."""
     binary = features > 0.5
     first, second = np.triu_indices(len(COPYABLE), k=1)
     same = (colours[:, first] == colours[:, second]) & (colours[:, first] >= 0)
     adjacent = np.isclose(features[:, RAY_DISTANCES], 1 / RAY_DISTANCE_CELLS)
-    return np.concatenate([binary, same, adjacent], axis=1)
+    checkerboard = binary[:, PARITY] == binary[:, PARITY + 1]
+    return np.concatenate([binary, same, adjacent, checkerboard[:, None]], axis=1)
 
 
 def _explained(colours: np.ndarray, targets: np.ndarray) -> np.ndarray:

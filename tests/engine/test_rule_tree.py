@@ -174,3 +174,45 @@ def test_a_colour_table_is_a_leaf_only_where_no_plain_tree_explains_the_task():
 
 def leaves(tree):
     return [tree] if isinstance(tree, Leaf) else leaves(tree.yes) + leaves(tree.no)
+
+
+def legend_task(rng, shape):
+    """A legend of colours down the left column; grey (5) cells to its right take the
+    legend's colour of their row (the answer, computed apart)."""
+    grid = np.zeros(shape, np.uint8)
+    grid[:, 0] = rng.choice([1, 2, 3, 4, 6, 7, 8, 9], size=shape[0])
+    grid[:, 2:][rng.random((shape[0], shape[1] - 2)) < 0.4] = 5
+    out = grid.copy()
+    rows, cols = np.nonzero(grid == 5)
+    out[rows, cols] = grid[rows, 0]
+    return grid, out
+
+
+def test_a_legend_at_the_edge_of_each_row_is_a_colour_a_leaf_copies():
+    rng = np.random.default_rng(3)
+    pairs = [legend_task(rng, (8, 7)) for _ in range(3)]
+    fit = learn_rule([with_input_questions(g, g.shape) for g, _ in pairs], [o for _, o in pairs])
+    assert fit is not None and fit.depth == 1 and fit.leave_one_out == 1.0
+    # "is the cell 0? then 0, else the colour at the left of its row" (a legend cell is its own edge)
+    assert [COPYABLE[leaf.copy][0] for leaf in leaves(fit.tree) if leaf.copy is not None] == ["row_left_edge"]
+    test, expected = legend_task(rng, (10, 9))
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)), expected)
+
+
+def checkered_upscale(grid):
+    """Each coloured cell becomes a 2x2 checkerboard of 1 and 2, each 0 a 2x2 of 0s."""
+    out = np.zeros((grid.shape[0] * 2, grid.shape[1] * 2), np.uint8)
+    r, c = np.indices(out.shape)
+    coloured = np.kron(grid > 0, np.ones((2, 2), bool))
+    out[coloured] = np.where((r % 2 == c % 2), 1, 2)[coloured]
+    return out
+
+
+def test_a_checkerboard_is_one_question():
+    rng = np.random.default_rng(5)
+    inputs = [(rng.random((3, 3)) < 0.5).astype(np.uint8) * 5 for _ in range(3)]
+    outputs = [checkered_upscale(g) for g in inputs]
+    fit = learn_rule(features([(g, o.shape) for g, o in zip(inputs, outputs)]), outputs)
+    assert fit is not None and fit.depth == 2 and fit.leave_one_out == 1.0
+    test = (rng.random((4, 5)) < 0.5).astype(np.uint8) * 5
+    np.testing.assert_array_equal(predict_rule(fit.tree, cell_features(test, (8, 10))), checkered_upscale(test))

@@ -4,7 +4,7 @@ copying that repair."""
 import numpy as np
 
 from engine.grid_features import cell_features
-from engine.rule_tree import COPYABLE, Leaf, input_questions, learn_rule, predict_rule
+from engine.rule_tree import COPYABLE, YES_NO_QUESTIONS, Leaf, input_questions, learn_rule, predict_rule
 from engine.symmetry import repaired
 
 
@@ -77,7 +77,9 @@ def test_an_output_cut_from_the_input_reads_the_repaired_input_at_the_cut():
     picture = np.triu(upper) + np.triu(upper, 1).T
     broken = masked(picture, ((2, 5), (5, 9)), colour=3)
     channels = input_questions(broken, (3, 4), crop=(2, 5))
-    restored = channels[-11:-1].argmax(0)
+    repaired_colours = slice(YES_NO_QUESTIONS, YES_NO_QUESTIONS + 10)
+    restored = channels[repaired_colours].argmax(0)
     np.testing.assert_array_equal(restored, picture[2:5, 5:9])
-    assert channels[-1].all() and not channels[:-11].any()
+    assert channels[YES_NO_QUESTIONS + 10].all()                   # it names a colour everywhere
+    assert not channels[:YES_NO_QUESTIONS].any() and not channels[YES_NO_QUESTIONS + 11:].any()   # nor the edges
     assert not input_questions(broken, (3, 4)).any()       # another shape, no cut: nothing
