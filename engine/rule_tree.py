@@ -92,20 +92,53 @@ def _inside_object_boxes(grid: np.ndarray) -> np.ndarray:
     return inside & (grid == 0)
 
 
-def _neighbour_colours(grid: np.ndarray) -> np.ndarray:
-    """[10, H, W]: one of the cell's 8 neighbours has colour c."""
+ORTHOGONAL = ((-1, 0), (1, 0), (0, -1), (0, 1))
+DIAGONAL = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
+def _neighbour_colours(grid: np.ndarray, steps=ORTHOGONAL + DIAGONAL) -> np.ndarray:
+    """[10, H, W]: one of the cell's neighbours (one step away, in ``steps``) has colour c."""
     height, width = grid.shape
     padded = np.pad(grid, 1, constant_values=-1)
     near = np.zeros((COLOURS, height, width), dtype=bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                shifted = padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-                near |= shifted[None] == np.arange(COLOURS)[:, None, None]
+    for dy, dx in steps:
+        shifted = padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+        near |= shifted[None] == np.arange(COLOURS)[:, None, None]
     return near
 
 
-YES_NO_QUESTIONS = 3 + (COLOURS - 1) + COLOURS
+def _region_touches(grid: np.ndarray) -> np.ndarray:
+    """[10, H, W]: the cell's region (its 4-connected cells of its own colour, background
+    included) borders a cell of colour c: "the empty area that touches blue"."""
+    height, width = grid.shape
+    labels = np.full((height, width), -1)
+    touches: list[set[int]] = []
+    for r in range(height):
+        for c in range(width):
+            if labels[r, c] >= 0:
+                continue
+            region = len(touches)
+            touches.append(set())
+            labels[r, c] = region
+            stack = [(r, c)]
+            while stack:
+                y, x = stack.pop()
+                for dy, dx in ORTHOGONAL:
+                    ny, nx = y + dy, x + dx
+                    if not (0 <= ny < height and 0 <= nx < width):
+                        continue
+                    if grid[ny, nx] != grid[y, x]:
+                        touches[region].add(int(grid[ny, nx]))
+                    elif labels[ny, nx] < 0:
+                        labels[ny, nx] = region
+                        stack.append((ny, nx))
+    table = np.zeros((len(touches), COLOURS), dtype=bool)
+    for region, colours in enumerate(touches):
+        table[region, list(colours)] = True
+    return table[labels].transpose(2, 0, 1)
+
+
+YES_NO_QUESTIONS = 3 + (COLOURS - 1) + 3 * COLOURS
 EDGES = ("row_left_edge", "row_right_edge", "column_top_edge", "column_bottom_edge")
 # then the repaired colour and whether it names one, then the colour at each edge
 INPUT_QUESTIONS = YES_NO_QUESTIONS + COLOURS + 1 + len(EDGES) * COLOURS
@@ -125,7 +158,9 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
     """[INPUT_QUESTIONS, H, W] channels about the input grid (in the task's frame) for an
     output of ``output_shape``. Where the output keeps the input's shape, yes/no: the cell
     is enclosed; inside an object's bounding box; inside the bounding box of every
-    coloured cell; inside the bounding box of colour c (1-9); next to colour c (0-9). Then,
+    coloured cell; inside the bounding box of colour c (1-9); next to colour c (0-9): any of
+    its 8 neighbours, or one of the 4 diagonal to it; its region (its colour's 4-connected
+    cells) borders colour c. Then,
     there or where the output is cut from the input at ``crop`` (its top-left corner), the
     colour of the cell in the input repaired from its own symmetries (``engine.symmetry``;
     one-hot, and whether it names one), a colour a leaf may copy. All zero otherwise,
@@ -135,7 +170,8 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
     if grid.shape == (height, width):
         channels = [_enclosed(grid), _inside_object_boxes(grid), _inside_box(grid > 0)]
         channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
-        channels += list(_neighbour_colours(grid))
+        channels += list(_neighbour_colours(grid)) + list(_neighbour_colours(grid, DIAGONAL))
+        channels += list(_region_touches(grid))
         restored = repaired(grid)
         edges = _edge_colours(grid)
     elif crop is not None:

@@ -216,3 +216,43 @@ def test_a_checkerboard_is_one_question():
     assert fit is not None and fit.depth == 2 and fit.leave_one_out == 1.0
     test = (rng.random((4, 5)) < 0.5).astype(np.uint8) * 5
     np.testing.assert_array_equal(predict_rule(fit.tree, cell_features(test, (8, 10))), checkered_upscale(test))
+
+
+def flood_from_blue(grid):
+    """Each region of 0s that borders a blue (1) cell turns blue (the answer, computed apart)."""
+    out = grid.copy()
+    seen = np.zeros(grid.shape, bool)
+    for start in zip(*np.nonzero(grid == 0)):
+        if seen[start]:
+            continue
+        region, frontier, touches_blue = [], [start], False
+        seen[start] = True
+        while frontier:
+            r, c = frontier.pop()
+            region.append((r, c))
+            for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                if 0 <= nr < grid.shape[0] and 0 <= nc < grid.shape[1]:
+                    touches_blue |= grid[nr, nc] == 1
+                    if grid[nr, nc] == 0 and not seen[nr, nc]:
+                        seen[nr, nc] = True
+                        frontier.append((nr, nc))
+        if touches_blue:
+            out[tuple(np.array(region).T)] = 1
+    return out
+
+
+def test_a_region_that_borders_a_colour_is_one_question():
+    rng = np.random.default_rng(11)
+    inputs = [rng.choice([0, 0, 0, 3, 3, 1], size=(8, 8)).astype(np.uint8) for _ in range(3)]
+    fit = learn_rule([with_input_questions(g, g.shape) for g in inputs], [flood_from_blue(g) for g in inputs])
+    assert fit is not None and fit.depth <= 2 and fit.leave_one_out == 1.0
+    test = rng.choice([0, 0, 0, 3, 3, 1], size=(10, 9)).astype(np.uint8)
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)), flood_from_blue(test))
+
+
+def test_diagonal_neighbours_are_told_apart_from_the_others():
+    grid = np.zeros((5, 5), np.uint8)
+    grid[2, 2] = 2
+    channels = input_questions(grid, grid.shape)
+    any_side, diagonal = channels[12 + 2], channels[22 + 2]   # "next to red": any of 8, diagonal only
+    assert any_side.sum() == 8 and diagonal.sum() == 4 and diagonal[1, 1] and not diagonal[1, 2]
