@@ -95,13 +95,13 @@ def test_a_full_disk_fails_the_run_with_its_reason_and_keeps_earlier_checkpoints
                 if store.checkpoints(run.id):
                     break
             time.sleep(0.02)
-        with open(small_disk / "ballast", "wb") as ballast:  # not one byte left
-            try:
+        try:   # not one byte left (under load the disk may be full before the file opens)
+            with open(small_disk / "ballast", "wb") as ballast:
                 while True:
                     ballast.write(b"\0" * (1 << 16))
                     ballast.flush()
-            except OSError:
-                pass
+        except OSError:
+            pass
 
     filler = threading.Thread(target=fill_disk_after_first_checkpoint)
     filler.start()
