@@ -44,11 +44,13 @@ def task_outcomes(tasks: dict[str, dict]) -> tuple[dict[str, dict], dict]:
         demos = [(np.asarray(p["input"], np.uint8), np.asarray(p["output"], np.uint8)) for p in data["train"]]
         test_inputs = [np.asarray(p["input"], np.uint8) for p in data["test"]]
         words, answers, confident = _rule_answers(demos, test_inputs, infer_shapes(demos))
-        right = None
+        right = grids = None
         if answers is not None:
-            submission[task_id] = [{"attempt_1": a.tolist()} for a in answers]
-            right = [a.tolist() == p["output"] for a, p in zip(answers, data["test"])]
-        outcomes[task_id] = {"found": answers is not None, "confident": confident, "right": right, "words": words}
+            grids = [a.tolist() for a in answers]
+            submission[task_id] = [{"attempt_1": grid} for grid in grids]
+            right = [grid == p["output"] for grid, p in zip(grids, data["test"])]
+        outcomes[task_id] = {"found": answers is not None, "confident": confident, "right": right,
+                             "words": words, "grids": grids}
     return outcomes, submission
 
 
@@ -61,13 +63,20 @@ def summary(outcomes: dict[str, dict]) -> str:
 
 
 def changes(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
-    """One line per task both cover whose outcome (right, confident, found) changed."""
+    """One line per task both cover whose outcome (right, confident, found) or grids
+    changed: a changed grid changes what the default answers even where both are wrong."""
     def state(o):
         if not o["found"]:
             return "no tree"
         return ("right" if all(o["right"]) else "wrong") + (", confident" if o["confident"] else "")
-    return [f"{task_id}: {state(before[task_id])} -> {state(after[task_id])}"
-            for task_id in sorted(set(before) & set(after)) if state(before[task_id]) != state(after[task_id])]
+    lines = []
+    for task_id in sorted(set(before) & set(after)):
+        old, new = before[task_id], after[task_id]
+        if state(old) != state(new):
+            lines.append(f"{task_id}: {state(old)} -> {state(new)}")
+        elif old.get("grids") != new.get("grids"):
+            lines.append(f"{task_id}: {state(new)}, another grid")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def test_a_tree_that_explains_the_demonstrations_is_scored_on_the_test_output():
     tasks = {"rotate": rotation_task(rng), "rotate_wrong": rotation_task(rng, test_output=[[1]])}
     outcomes, submission = bench.task_outcomes(tasks)
     assert outcomes["rotate"] == {"found": True, "confident": True, "right": [True],
-                                  "words": outcomes["rotate"]["words"]}
+                                  "words": outcomes["rotate"]["words"], "grids": [tasks["rotate"]["test"][0]["output"]]}
     assert outcomes["rotate_wrong"]["found"] and outcomes["rotate_wrong"]["right"] == [False]
     pass2, pass1, solved = bench.official_score(submission, tasks)
     assert (pass2, pass1, solved) == (0.5, 0.5, 1)
@@ -42,13 +42,16 @@ def test_a_tree_that_explains_the_demonstrations_is_scored_on_the_test_output():
 
 def test_the_tasks_whose_outcome_changed_are_listed(tmp_path, capsys):
     bench = load_bench()
-    before = {"a": {"found": False, "confident": False, "right": None, "words": ""},
-              "b": {"found": True, "confident": True, "right": [True], "words": ""},
-              "c": {"found": True, "confident": False, "right": [False], "words": ""}}
-    after = {"a": {"found": True, "confident": True, "right": [True], "words": ""},
-             "b": {"found": True, "confident": False, "right": [True], "words": ""},
-             "c": {"found": True, "confident": False, "right": [False], "words": ""}}
-    assert bench.changes(before, after) == ["a: no tree -> right, confident", "b: right, confident -> right"]
+    before = {"a": {"found": False, "confident": False, "right": None, "grids": None},
+              "b": {"found": True, "confident": True, "right": [True], "grids": [[[1]]]},
+              "c": {"found": True, "confident": False, "right": [False], "grids": [[[2]]]},
+              "d": {"found": True, "confident": False, "right": [False], "grids": [[[3]]]}}
+    after = {"a": {"found": True, "confident": True, "right": [True], "grids": [[[1]]]},
+             "b": {"found": True, "confident": False, "right": [True], "grids": [[[1]]]},
+             "c": {"found": True, "confident": False, "right": [False], "grids": [[[5]]]},
+             "d": {"found": True, "confident": False, "right": [False], "grids": [[[3]]]}}
+    assert bench.changes(before, after) == ["a: no tree -> right, confident", "b: right, confident -> right",
+                                            "c: wrong, another grid"]
     broken = tmp_path / "before.json"
     broken.write_text("not json")
     assert bench.main(["--compare", str(broken)]) == 2
