@@ -96,6 +96,13 @@ class CurvePlot(PlotextPlot):
         self.key = key
         self.lines: list[PlotLine] = []
         self.settings = PlotSettings()
+        self.drawn_width = 0   # the width the points were last downsampled to
+
+    def on_resize(self) -> None:
+        # Points are downsampled to the plot's width: a plot first drawn before the layout
+        # settled, or since resized, is drawn again at its own width.
+        if self.lines and self.size.width != self.drawn_width:
+            self.redraw()
 
     def show(self, lines: list[PlotLine], settings: PlotSettings) -> None:
         self.lines = lines
@@ -155,6 +162,7 @@ class CurvePlot(PlotextPlot):
         return x.tolist(), y.tolist(), label
 
     def redraw(self) -> None:
+        self.drawn_width = self.size.width
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()

@@ -136,7 +136,9 @@ async def test_task_view_shows_exactly_the_wrong_cells(workspace, evaluations, a
     app = ScreenApp(workspace, lambda: TaskViewScreen(evaluations[0], "007bbfb7"))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_until(pilot, lambda: screen.query("#diff-2"), timeout=10, what="the task")
+        # every part of the view, not only the first to appear: under load they land apart
+        await wait_until(pilot, lambda: screen.query("#diff-2 ArcGrid") and len(screen.query("#demos ArcGrid")) == 10
+                         and "attempt 2" in text(screen, "#task-status"), timeout=10, what="the task")
         diff_1 = screen.query_one("#diff-1 ArcGrid", ArcGrid).grid
         wrong = {(r, c) for r, row in enumerate(diff_1) for c, v in enumerate(row) if v == WRONG}
         assert wrong == set(WRONG_CELLS)
