@@ -110,32 +110,13 @@ def _neighbour_colours(grid: np.ndarray, steps=ORTHOGONAL + DIAGONAL) -> np.ndar
 def _region_touches(grid: np.ndarray) -> np.ndarray:
     """[10, H, W]: the cell's region (its 4-connected cells of its own colour, background
     included) borders a cell of colour c: "the empty area that touches blue"."""
-    height, width = grid.shape
-    labels = np.full((height, width), -1)
-    touches: list[set[int]] = []
-    for r in range(height):
-        for c in range(width):
-            if labels[r, c] >= 0:
-                continue
-            region = len(touches)
-            touches.append(set())
-            labels[r, c] = region
-            stack = [(r, c)]
-            while stack:
-                y, x = stack.pop()
-                for dy, dx in ORTHOGONAL:
-                    ny, nx = y + dy, x + dx
-                    if not (0 <= ny < height and 0 <= nx < width):
-                        continue
-                    if grid[ny, nx] != grid[y, x]:
-                        touches[region].add(int(grid[ny, nx]))
-                    elif labels[ny, nx] < 0:
-                        labels[ny, nx] = region
-                        stack.append((ny, nx))
-    table = np.zeros((len(touches), COLOURS), dtype=bool)
-    for region, colours in enumerate(touches):
-        table[region, list(colours)] = True
-    return table[labels].transpose(2, 0, 1)
+    labels = _components(grid + 1)          # + 1: colour 0 is labelled like the others
+    touches = np.zeros((labels.max() + 1, COLOURS), dtype=bool)
+    for here, there in ((np.s_[:-1, :], np.s_[1:, :]), (np.s_[:, :-1], np.s_[:, 1:])):
+        for a, b in ((here, there), (there, here)):   # each pair of neighbours, both ways
+            differ = grid[a] != grid[b]
+            touches[labels[a][differ], grid[b][differ]] = True
+    return touches[labels].transpose(2, 0, 1)
 
 
 YES_NO_QUESTIONS = 3 + (COLOURS - 1) + 3 * COLOURS
