@@ -119,7 +119,43 @@ def _region_touches(grid: np.ndarray) -> np.ndarray:
     return touches[labels].transpose(2, 0, 1)
 
 
-YES_NO_QUESTIONS = 3 + (COLOURS - 1) + 3 * COLOURS
+SIZES_AT_LEAST = tuple(range(2, 10))   # "the cell's object has at least k cells"
+DEPTHS_AT_LEAST = (2, 3, 4)            # "the cell lies at least k cells inside its object"
+
+
+def _object_sizes_at_least(grid: np.ndarray) -> list[np.ndarray]:
+    """One grid per ``SIZES_AT_LEAST`` entry: the cell's object (4-connected, one colour,
+    colour 0 none) has at least that many cells: "the red shapes of four cells or more"."""
+    labels = _components(grid)
+    size = np.where(labels > 0, np.bincount(labels.ravel())[labels], 0)
+    return [size >= k for k in SIZES_AT_LEAST]
+
+
+def _depths_at_least(grid: np.ndarray) -> list[np.ndarray]:
+    """One grid per ``DEPTHS_AT_LEAST`` entry: every cell within k - 1 steps (any of the 8
+    directions) belongs to the cell's object: concentric rings of a filled shape."""
+    labels = _components(grid)
+    height, width = grid.shape
+    inside = labels > 0
+    depths = []
+    for _ in range(max(DEPTHS_AT_LEAST) - 1):
+        padded = np.pad(np.where(inside, labels, -1), 1, constant_values=-1)
+        eroded = inside.copy()
+        for dy, dx in ORTHOGONAL + DIAGONAL:
+            eroded &= padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width] == labels
+        inside = eroded
+        depths.append(inside)
+    return [depths[k - 2] for k in DEPTHS_AT_LEAST]
+
+
+def _uniform_lines(grid: np.ndarray) -> list[np.ndarray]:
+    """The cell's row has one colour; its column has one colour: "the empty row between"."""
+    rows = (grid == grid[:, :1]).all(1, keepdims=True)
+    columns = (grid == grid[:1]).all(0, keepdims=True)
+    return [np.broadcast_to(rows, grid.shape), np.broadcast_to(columns, grid.shape)]
+
+
+YES_NO_QUESTIONS = 3 + (COLOURS - 1) + 3 * COLOURS + len(SIZES_AT_LEAST) + len(DEPTHS_AT_LEAST) + 2
 EDGES = ("row_left_edge", "row_right_edge", "column_top_edge", "column_bottom_edge")
 # then the repaired colour and whether it names one, then the colour at each edge
 INPUT_QUESTIONS = YES_NO_QUESTIONS + COLOURS + 1 + len(EDGES) * COLOURS
@@ -153,6 +189,7 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
         channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
         channels += list(_neighbour_colours(grid)) + list(_neighbour_colours(grid, DIAGONAL))
         channels += list(_region_touches(grid))
+        channels += _object_sizes_at_least(grid) + _depths_at_least(grid) + _uniform_lines(grid)
         restored = repaired(grid)
         edges = _edge_colours(grid)
     elif crop is not None:
@@ -251,17 +288,29 @@ def _grow(questions: np.ndarray, explained: np.ndarray, colours: np.ndarray, tar
         return recolouring
     if depth == 0:
         return None
-    # The question after which one action per side explains the most cells.
+    # The question after which one action per side explains the most cells, counting
+    # again the cells of a side one action explains entirely: a side that needs no more
+    # questions is worth more than a larger one that does.
     yes_counts = questions.T.astype(np.float32) @ explained.astype(np.float32)   # [questions, actions]
     no_counts = counts[None].astype(np.float32) - yes_counts
-    score = yes_counts.max(1) + no_counts.max(1)
+    yes_best, no_best = yes_counts.max(1), no_counts.max(1)
+    yes_size = questions.sum(0)
+    no_size = len(explained) - yes_size
+    finished = np.where(yes_best == yes_size, yes_size, 0) + np.where(no_best == no_size, no_size, 0)
+    score = yes_best + no_best + finished
     splits = questions.any(0) & ~questions.all(0)
     if not splits.any():
         return None
-    for question in np.argsort(-np.where(splits, score, -1), kind="stable")[:TRIED]:
-        if not splits[question]:
+    tried: list[np.ndarray] = []
+    for question in np.argsort(-np.where(splits, score, -1), kind="stable"):
+        if not splits[question] or len(tried) == TRIED:
             break
         answer = questions[:, question]
+        # Many features ask the same thing of these cells ("is it 0?" through each
+        # alignment): a question that splits them as one already tried is no new try.
+        if any(np.array_equal(answer, seen) or np.array_equal(answer, ~seen) for seen in tried):
+            continue
+        tried.append(answer)
         yes = _grow(questions[answer], explained[answer], colours[answer], targets[answer],
                     depth - 1, recolour)
         no = None if yes is None else _grow(questions[~answer], explained[~answer], colours[~answer],

@@ -256,3 +256,100 @@ def test_diagonal_neighbours_are_told_apart_from_the_others():
     channels = input_questions(grid, grid.shape)
     any_side, diagonal = channels[12 + 2], channels[22 + 2]   # "next to red": any of 8, diagonal only
     assert any_side.sum() == 8 and diagonal.sum() == 4 and diagonal[1, 1] and not diagonal[1, 2]
+
+
+def scattered_objects(rng, shape, sizes=(1, 2, 3, 3, 4, 4, 5), colour=2):
+    """Bars and L shapes of the given sizes (cells) in one colour on colour 0, apart."""
+    grid = np.zeros(shape, np.uint8)
+    for size in sizes:
+        for _ in range(200):
+            r, c = rng.integers(1, shape[0] - 2), rng.integers(1, shape[1] - 4)
+            if not grid[r - 1:r + 3, c - 1:c + 4].any():
+                cells = [(r, c + k) for k in range(min(size, 3))] + [(r + 1, c + k) for k in range(size - 3)]
+                for y, x in cells:
+                    grid[y, x] = colour
+                break
+    return grid
+
+
+def _object_sizes(grid):
+    from engine.grid_features import _components
+    labels = _components(grid)
+    return np.bincount(labels.ravel())[1:]
+
+
+def recolour_large_objects(grid):
+    """Red objects of 4 cells or more turn magenta (the answer, by flood fill from each cell)."""
+    from engine.grid_features import _components
+    labels = _components(grid)
+    sizes = np.bincount(labels.ravel())
+    out = grid.copy()
+    out[(labels > 0) & (sizes[labels] >= 4)] = 6
+    return out
+
+
+def test_objects_of_at_least_four_cells_are_one_question():
+    rng = np.random.default_rng(21)
+    inputs = [scattered_objects(rng, (13, 14)) for _ in range(3)]
+    for grid in inputs:      # both sides of the threshold are shown: 3 cells stay, 4 change
+        assert sorted(_object_sizes(grid).tolist()) == [1, 2, 3, 3, 4, 4, 5]
+    fit = learn_rule([with_input_questions(g, g.shape) for g in inputs], [recolour_large_objects(g) for g in inputs])
+    assert fit is not None and fit.depth == 1 and fit.leave_one_out == 1.0
+    test = scattered_objects(rng, (14, 15), sizes=(4, 3, 6, 2, 4, 1, 3))
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)),
+                                  recolour_large_objects(test))
+
+
+def filled_rectangles(rng, shape, count=2):
+    grid = np.zeros(shape, np.uint8)
+    for _ in range(count * 20):
+        h, w = rng.integers(3, 8, size=2)
+        r, c = rng.integers(0, shape[0] - h + 1), rng.integers(0, shape[1] - w + 1)
+        if not grid[max(r - 1, 0):r + h + 1, max(c - 1, 0):c + w + 1].any():
+            grid[r:r + h, c:c + w] = 1
+            count -= 1
+        if count == 0:
+            break
+    return grid
+
+
+def rings(grid):
+    """Each cell of a rectangle takes the colour of its ring: 1 at the edge, 2 inside it, 3
+    deeper still (computed apart: the distance to the nearest cell outside, in any direction)."""
+    outside = [(r, c) for r in range(-1, grid.shape[0] + 1) for c in range(-1, grid.shape[1] + 1)
+               if not (0 <= r < grid.shape[0] and 0 <= c < grid.shape[1]) or grid[r, c] == 0]
+    out = grid.copy()
+    for r, c in zip(*np.nonzero(grid)):
+        out[r, c] = min(3, min(max(abs(r - y), abs(c - x)) for y, x in outside))
+    return out
+
+
+def test_the_rings_of_a_filled_shape_are_questions_about_depth():
+    rng = np.random.default_rng(8)
+    inputs = [filled_rectangles(rng, (12, 12)) for _ in range(3)]
+    fit = learn_rule([with_input_questions(g, g.shape) for g in inputs], [rings(g) for g in inputs])
+    assert fit is not None and fit.depth == 2 and fit.leave_one_out == 1.0
+    test = filled_rectangles(rng, (14, 13), count=3)
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)), rings(test))
+
+
+def empty_lines_turn_red(grid):
+    out = grid.copy()
+    out[~grid.any(1)] = 2
+    out[:, ~grid.any(0)] = 2
+    return out
+
+
+def test_an_empty_row_or_column_is_one_question():
+    rng = np.random.default_rng(4)
+
+    def sparse(shape):
+        return (rng.choice([0, 1, 3, 4, 5], size=shape, p=[0.7, 0.075, 0.075, 0.075, 0.075])
+                * (rng.random(shape[0]) < 0.6)[:, None] * (rng.random(shape[1]) < 0.6)[None]).astype(np.uint8)
+
+    inputs = [sparse((8, 9)) for _ in range(3)]
+    fit = learn_rule([with_input_questions(g, g.shape) for g in inputs], [empty_lines_turn_red(g) for g in inputs])
+    assert fit is not None and fit.depth <= 2 and fit.leave_one_out == 1.0
+    test = sparse((10, 10))
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)),
+                                  empty_lines_turn_red(test))
