@@ -35,7 +35,7 @@ from engine.symmetry import repaired
 
 Grid = np.ndarray
 MAX_DEPTH = 5
-TRIED = 3   # questions tried at each node, best first, before a node gives up
+TRIED = 3   # different splits tried at each node, best first, before a node gives up
 
 
 def _block_starts() -> list[tuple[str, bool, int]]:
@@ -177,7 +177,8 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
     is enclosed; inside an object's bounding box; inside the bounding box of every
     coloured cell; inside the bounding box of colour c (1-9); next to colour c (0-9): any of
     its 8 neighbours, or one of the 4 diagonal to it; its region (its colour's 4-connected
-    cells) borders colour c. Then,
+    cells) borders colour c; its object has at least k cells; it lies at least k cells
+    inside its object; its row, its column has one colour. Then,
     there or where the output is cut from the input at ``crop`` (its top-left corner), the
     colour of the cell in the input repaired from its own symmetries (``engine.symmetry``;
     one-hot, and whether it names one), a colour a leaf may copy. All zero otherwise,

@@ -353,3 +353,22 @@ def test_an_empty_row_or_column_is_one_question():
     test = sparse((10, 10))
     np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)),
                                   empty_lines_turn_red(test))
+
+
+def test_questions_that_split_the_cells_alike_are_tried_once():
+    """Target = A xor B: neither A nor B alone explains more than half the cells, while a
+    question U that agrees with the target on 12 of 16 cells, asked three times over (as
+    many alignments read the same input cell), looks better and leads nowhere. The copies
+    of U count as one try, so A is tried next and the tree A, then B, is found."""
+    from engine.rule_tree import TRIED, _grow
+    cells = np.arange(16)
+    a, b = cells % 2 == 1, cells // 2 % 2 == 1
+    target = a ^ b
+    u = target.copy()
+    u[[0, 5, 10, 15]] = ~u[[0, 5, 10, 15]]
+    questions = np.stack([u] * TRIED + [a, b], axis=1)
+    explained = np.stack([~target, target], axis=1)       # actions: the colours 0 and 1
+    colours = np.full((16, 0), -1)
+    tree = _grow(questions, explained, colours, target.astype(np.int64), depth=2, recolour=False)
+    assert isinstance(tree, Node) and tree.question in (TRIED, TRIED + 1)
+    assert _grow(questions[:, :TRIED], explained, colours, target.astype(np.int64), depth=2, recolour=False) is None
