@@ -80,10 +80,9 @@ def _inside_box(mask: np.ndarray) -> np.ndarray:
     return inside
 
 
-def _inside_object_boxes(grid: np.ndarray) -> np.ndarray:
+def _inside_object_boxes(grid: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Colour-0 cells inside the bounding box of an object (4-connected, one colour, two
-    cells or more)."""
-    labels = _components(grid)
+    cells or more), given the grid's object ``labels`` (``_components``)."""
     sizes = np.bincount(labels.ravel())
     inside = np.zeros(grid.shape, dtype=bool)
     for label in range(1, len(sizes)):      # label 0: colour 0, no object
@@ -123,19 +122,19 @@ SIZES_AT_LEAST = tuple(range(2, 10))   # "the cell's object has at least k cells
 DEPTHS_AT_LEAST = (2, 3, 4)            # "the cell lies at least k cells inside its object"
 
 
-def _object_sizes_at_least(grid: np.ndarray) -> list[np.ndarray]:
+def _object_sizes_at_least(labels: np.ndarray) -> list[np.ndarray]:
     """One grid per ``SIZES_AT_LEAST`` entry: the cell's object (4-connected, one colour,
-    colour 0 none) has at least that many cells: "the red shapes of four cells or more"."""
-    labels = _components(grid)
+    colour 0 none: ``labels`` from ``_components``) has at least that many cells: "the
+    red shapes of four cells or more"."""
     size = np.where(labels > 0, np.bincount(labels.ravel())[labels], 0)
     return [size >= k for k in SIZES_AT_LEAST]
 
 
-def _depths_at_least(grid: np.ndarray) -> list[np.ndarray]:
+def _depths_at_least(labels: np.ndarray) -> list[np.ndarray]:
     """One grid per ``DEPTHS_AT_LEAST`` entry: every cell within k - 1 steps (any of the 8
-    directions) belongs to the cell's object: concentric rings of a filled shape."""
-    labels = _components(grid)
-    height, width = grid.shape
+    directions) belongs to the cell's object (``labels`` from ``_components``): concentric
+    rings of a filled shape."""
+    height, width = labels.shape
     inside = labels > 0
     depths = []
     for _ in range(max(DEPTHS_AT_LEAST) - 1):
@@ -186,11 +185,12 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
     grid = np.asarray(grid, dtype=np.int64)
     height, width = output_shape
     if grid.shape == (height, width):
-        channels = [_enclosed(grid), _inside_object_boxes(grid), _inside_box(grid > 0)]
+        objects = _components(grid)
+        channels = [_enclosed(grid), _inside_object_boxes(grid, objects), _inside_box(grid > 0)]
         channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
         channels += list(_neighbour_colours(grid)) + list(_neighbour_colours(grid, DIAGONAL))
         channels += list(_region_touches(grid))
-        channels += _object_sizes_at_least(grid) + _depths_at_least(grid) + _uniform_lines(grid)
+        channels += _object_sizes_at_least(objects) + _depths_at_least(objects) + _uniform_lines(grid)
         restored = repaired(grid)
         edges = _edge_colours(grid)
     elif crop is not None:
