@@ -154,7 +154,24 @@ def _uniform_lines(grid: np.ndarray) -> list[np.ndarray]:
     return [np.broadcast_to(rows, grid.shape), np.broadcast_to(columns, grid.shape)]
 
 
-YES_NO_QUESTIONS = 3 + (COLOURS - 1) + 3 * COLOURS + len(SIZES_AT_LEAST) + len(DEPTHS_AT_LEAST) + 2
+def _stripe_positions(shape: tuple[int, int]) -> list[np.ndarray]:
+    """Where the cell lies in a stripe pattern counted from an edge, which the network's
+    parity (from the top-left corner only) misses when the grids' sizes differ: its row
+    counted from the bottom, its column counted from the right, is even; its row or
+    column counted from each of the four edges is k mod 3 ("every third column from the
+    right turns magenta")."""
+    height, width = shape
+    rows, columns = np.indices(shape)
+    from_bottom, from_right = height - 1 - rows, width - 1 - columns
+    positions = [from_bottom % 2 == 0, from_right % 2 == 0]
+    for distance in (rows, columns, from_bottom, from_right):
+        positions += [distance % 3 == k for k in range(3)]
+    return positions
+
+
+STRIPE_POSITIONS = 2 + 4 * 3
+YES_NO_QUESTIONS = (3 + (COLOURS - 1) + 3 * COLOURS + len(SIZES_AT_LEAST) + len(DEPTHS_AT_LEAST) + 2
+                    + STRIPE_POSITIONS)
 EDGES = ("row_left_edge", "row_right_edge", "column_top_edge", "column_bottom_edge")
 # then the repaired colour and whether it names one, then the colour at each edge
 INPUT_QUESTIONS = YES_NO_QUESTIONS + COLOURS + 1 + len(EDGES) * COLOURS
@@ -177,7 +194,8 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
     coloured cell; inside the bounding box of colour c (1-9); next to colour c (0-9): any of
     its 8 neighbours, or one of the 4 diagonal to it; its region (its colour's 4-connected
     cells) borders colour c; its object has at least k cells; it lies at least k cells
-    inside its object; its row, its column has one colour. Then,
+    inside its object; its row, its column has one colour; its row or column counted from
+    an edge is even, or k mod 3. Then,
     there or where the output is cut from the input at ``crop`` (its top-left corner), the
     colour of the cell in the input repaired from its own symmetries (``engine.symmetry``;
     one-hot, and whether it names one), a colour a leaf may copy. All zero otherwise,
@@ -191,6 +209,7 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
         channels += list(_neighbour_colours(grid)) + list(_neighbour_colours(grid, DIAGONAL))
         channels += list(_region_touches(grid))
         channels += _object_sizes_at_least(objects) + _depths_at_least(objects) + _uniform_lines(grid)
+        channels += _stripe_positions(grid.shape)
         restored = repaired(grid)
         edges = _edge_colours(grid)
     elif crop is not None:

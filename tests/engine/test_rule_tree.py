@@ -372,3 +372,24 @@ def test_questions_that_split_the_cells_alike_are_tried_once():
     tree = _grow(questions, explained, colours, target.astype(np.int64), depth=2, recolour=False)
     assert isinstance(tree, Node) and tree.question in (TRIED, TRIED + 1)
     assert _grow(questions[:, :TRIED], explained, colours, target.astype(np.int64), depth=2, recolour=False) is None
+
+
+def every_third_column_from_the_right(grid):
+    """Coloured cells in every third column counted from the right turn 6 (computed apart)."""
+    out = grid.copy()
+    for column in range(grid.shape[1] - 1, -1, -3):
+        out[:, column][grid[:, column] > 0] = 6
+    return out
+
+
+def test_stripes_counted_from_the_far_edge_are_one_question():
+    """Grids of different widths: counted from the left, the marked columns differ from
+    grid to grid, so only "the column counted from the right is 0 mod 3" explains them."""
+    rng = np.random.default_rng(3)
+    inputs = [random_grid(rng, (5, width), colours=3) * 2 for width in (7, 8, 9)]
+    fit = learn_rule([with_input_questions(g, g.shape) for g in inputs],
+                     [every_third_column_from_the_right(g) for g in inputs])
+    assert fit is not None and fit.depth <= 2 and fit.leave_one_out == 1.0
+    test = random_grid(rng, (6, 11), colours=3) * 2
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)),
+                                  every_third_column_from_the_right(test))
