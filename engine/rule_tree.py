@@ -154,6 +154,18 @@ def _uniform_lines(grid: np.ndarray) -> list[np.ndarray]:
     return [np.broadcast_to(rows, grid.shape), np.broadcast_to(columns, grid.shape)]
 
 
+def _objects_with_holes(labels: np.ndarray, enclosed: np.ndarray) -> np.ndarray:
+    """The cell's object (``labels`` from ``_components``) borders an enclosed cell
+    (``_enclosed``): "the shapes with a hole turn azure"."""
+    height, width = labels.shape
+    padded = np.pad(enclosed, 1)
+    beside_hole = np.zeros_like(enclosed)
+    for dy, dx in ORTHOGONAL:
+        beside_hole |= padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+    holding = np.unique(labels[beside_hole & (labels > 0)])
+    return np.isin(labels, holding) & (labels > 0)
+
+
 def _stripe_positions(shape: tuple[int, int]) -> list[np.ndarray]:
     """Where the cell lies in a stripe pattern counted from an edge, which the network's
     parity (from the top-left corner only) misses when the grids' sizes differ: its row
@@ -171,7 +183,7 @@ def _stripe_positions(shape: tuple[int, int]) -> list[np.ndarray]:
 
 STRIPE_POSITIONS = 2 + 4 * 3
 YES_NO_QUESTIONS = (3 + (COLOURS - 1) + 3 * COLOURS + len(SIZES_AT_LEAST) + len(DEPTHS_AT_LEAST) + 2
-                    + STRIPE_POSITIONS)
+                    + STRIPE_POSITIONS + 1)
 EDGES = ("row_left_edge", "row_right_edge", "column_top_edge", "column_bottom_edge")
 # then the repaired colour and whether it names one, then the colour at each edge
 INPUT_QUESTIONS = YES_NO_QUESTIONS + COLOURS + 1 + len(EDGES) * COLOURS
@@ -195,7 +207,7 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
     its 8 neighbours, or one of the 4 diagonal to it; its region (its colour's 4-connected
     cells) borders colour c; its object has at least k cells; it lies at least k cells
     inside its object; its row, its column has one colour; its row or column counted from
-    an edge is even, or k mod 3. Then,
+    an edge is even, or k mod 3; its object has a hole. Then,
     there or where the output is cut from the input at ``crop`` (its top-left corner), the
     colour of the cell in the input repaired from its own symmetries (``engine.symmetry``;
     one-hot, and whether it names one), a colour a leaf may copy. All zero otherwise,
@@ -204,12 +216,13 @@ def input_questions(grid: np.ndarray, output_shape: tuple[int, int],
     height, width = output_shape
     if grid.shape == (height, width):
         objects = _components(grid)
-        channels = [_enclosed(grid), _inside_object_boxes(grid, objects), _inside_box(grid > 0)]
+        enclosed = _enclosed(grid)
+        channels = [enclosed, _inside_object_boxes(grid, objects), _inside_box(grid > 0)]
         channels += [_inside_box(grid == colour) for colour in range(1, COLOURS)]
         channels += list(_neighbour_colours(grid)) + list(_neighbour_colours(grid, DIAGONAL))
         channels += list(_region_touches(grid))
         channels += _object_sizes_at_least(objects) + _depths_at_least(objects) + _uniform_lines(grid)
-        channels += _stripe_positions(grid.shape)
+        channels += _stripe_positions(grid.shape) + [_objects_with_holes(objects, enclosed)]
         restored = repaired(grid)
         edges = _edge_colours(grid)
     elif crop is not None:

@@ -393,3 +393,33 @@ def test_stripes_counted_from_the_far_edge_are_one_question():
     test = random_grid(rng, (6, 11), colours=3) * 2
     np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)),
                                   every_third_column_from_the_right(test))
+
+
+def hollow_and_solid_shapes(rng, shape, count=4):
+    """Blue rectangles, apart from each other, half of them hollow; and the answer, from
+    how they were drawn: the hollow ones turn azure (8)."""
+    grid, answer = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    kinds = [True, False] * (count // 2) + [False] * (count % 2)     # hollow or not
+    for _ in range(500):
+        if not kinds:
+            break
+        h, w = rng.integers(3, 6, size=2)
+        r, c = rng.integers(0, shape[0] - h + 1), rng.integers(0, shape[1] - w + 1)
+        if grid[max(r - 1, 0):r + h + 1, max(c - 1, 0):c + w + 1].any():
+            continue
+        hollow = kinds.pop()
+        grid[r:r + h, c:c + w] = 1
+        answer[r:r + h, c:c + w] = 8 if hollow else 1
+        if hollow:
+            grid[r + 1:r + h - 1, c + 1:c + w - 1] = answer[r + 1:r + h - 1, c + 1:c + w - 1] = 0
+    return grid, answer
+
+
+def test_shapes_with_a_hole_are_one_question():
+    rng = np.random.default_rng(5)
+    pairs = [hollow_and_solid_shapes(rng, (12, 12)) for _ in range(3)]
+    fit = learn_rule([with_input_questions(g, g.shape) for g, _ in pairs], [a for _, a in pairs])
+    assert fit is not None and fit.depth <= 2 and fit.leave_one_out == 1.0
+    test, answer = hollow_and_solid_shapes(rng, (14, 13), count=5)
+    assert (answer == 8).any() and (answer == 1).any()      # both kinds in the test
+    np.testing.assert_array_equal(predict_rule(fit.tree, with_input_questions(test, test.shape)), answer)
