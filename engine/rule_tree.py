@@ -182,6 +182,8 @@ def _stripe_positions(shape: tuple[int, int]) -> list[np.ndarray]:
 
 
 STRIPE_POSITIONS = 2 + 4 * 3
+# enclosed, two bounding boxes, colours' boxes, neighbours (8 and diagonal), regions, object
+# sizes, depths, single-colour row and column, stripes, and whether the object has a hole
 YES_NO_QUESTIONS = (3 + (COLOURS - 1) + 3 * COLOURS + len(SIZES_AT_LEAST) + len(DEPTHS_AT_LEAST) + 2
                     + STRIPE_POSITIONS + 1)
 EDGES = ("row_left_edge", "row_right_edge", "column_top_edge", "column_bottom_edge")
