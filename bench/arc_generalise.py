@@ -220,6 +220,10 @@ def main() -> None:
     wall = time.time() - started
     if result.returncode != 0:
         sys.exit(f"the evaluation failed:\n{result.stderr[-2000:]}")
+    if not result.stdout.strip():     # stopped (`sage-engine stop`) before every task was scored
+        sys.exit(f"the evaluation stopped before its last task; what it scored is in {workspace}: "
+                 f"`sage-engine runs --workspace {workspace}` lists it, `sage-engine resume ID "
+                 f"--workspace {workspace}` continues it")
     print(result.stdout.strip().splitlines()[-1])
     with Store.open_readonly(workspace) as store:
         evaluation = store.evaluations()[-1]
